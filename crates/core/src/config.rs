@@ -1,0 +1,285 @@
+//! `shoplake.toml`: spec types only. Every setting has a default, so no file is needed to start.
+//! Precedence: defaults < `shoplake.toml` < environment (`SHOPLAKE_*`) < command-line flags.
+
+use crate::model::{Entity, Format};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Lake root: a folder (`./lake`, the default) or an object-store URL (`file:///...`).
+    /// Overridden by `SHOPLAKE_LAKE` and `--lake`.
+    #[serde(default)]
+    pub lake: Option<String>,
+    /// Where the control plane (SQLite: file ledger, catalog, runs) lives.
+    /// Default: `<lake>/_control` for a local lake.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    /// Per-source settings, keyed by source name (`stores`, `ecommerce`, ...). Anything left out is
+    /// inferred by the crawler.
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceConfig>,
+}
+
+/// What to do with a sale whose customer or product is not in its dimension.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownMembers {
+    /// Load it against an inferred member, filled in when the dimension row arrives (default).
+    #[default]
+    Infer,
+    /// Quarantine it as `unknown_customer` / `unknown_product`.
+    Quarantine,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Rows per Arrow batch in the transform.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Currency of rows with none.
+    #[serde(default = "default_currency")]
+    pub default_currency: String,
+    /// Late-arriving dimension members: `infer` (default) or `quarantine`.
+    #[serde(default)]
+    pub unknown_members: UnknownMembers,
+    /// Name of the environment variable holding the key for PII hashes. When unset, a random key
+    /// is created once in the state directory (`pii.key`), readable only by its owner.
+    #[serde(default = "default_pii_key_env")]
+    pub pii_key_env: String,
+    /// Target size of data files written to Delta tables, in MiB.
+    #[serde(default = "default_target_file_mb")]
+    pub target_file_mb: usize,
+    /// Memory the query engine may use before spilling, in MiB.
+    #[serde(default = "default_memory_limit_mb")]
+    pub memory_limit_mb: usize,
+}
+
+fn default_batch_size() -> usize {
+    65_536
+}
+fn default_currency() -> String {
+    "USD".to_string()
+}
+fn default_pii_key_env() -> String {
+    "SHOPLAKE_PII_KEY".to_string()
+}
+fn default_target_file_mb() -> usize {
+    64
+}
+fn default_memory_limit_mb() -> usize {
+    1024
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: default_batch_size(),
+            default_currency: default_currency(),
+            unknown_members: UnknownMembers::default(),
+            pii_key_env: default_pii_key_env(),
+            target_file_mb: default_target_file_mb(),
+            memory_limit_mb: default_memory_limit_mb(),
+        }
+    }
+}
+
+/// Settings of one source. Every field overrides what the crawler inferred.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// The canonical entity this source feeds.
+    #[serde(default)]
+    pub entity: Option<Entity>,
+    #[serde(default)]
+    pub format: Option<Format>,
+    /// CSV delimiter, one character.
+    #[serde(default)]
+    pub delimiter: Option<char>,
+    /// Whether CSV files start with a header row.
+    #[serde(default)]
+    pub has_header: Option<bool>,
+    /// chrono format of the source's dates, e.g. `%d/%m/%Y`.
+    #[serde(default)]
+    pub date_format: Option<String>,
+    /// Channel of rows with none (`store`, `ecommerce`, ...).
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// Currency of rows with none.
+    #[serde(default)]
+    pub currency: Option<String>,
+    /// Overrides `pipeline.unknown_members` for this source.
+    #[serde(default)]
+    pub unknown_members: Option<UnknownMembers>,
+    /// Source column -> canonical field. An empty target ignores the column.
+    #[serde(default)]
+    pub mapping: BTreeMap<String, String>,
+}
+
+/// A configuration that does not hold together: every problem found, not just the first.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: invalid configuration:\n  - {}", problems.join("\n  - "))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+}
+
+impl Config {
+    /// Load and validate a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parse configuration text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let problems = config.problems();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems,
+            })
+        }
+    }
+
+    /// Every inconsistency in the configuration.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.pipeline.batch_size == 0 {
+            out.push("pipeline.batch_size must be at least 1".to_string());
+        }
+        if crate::values::normalize_currency(&self.pipeline.default_currency).is_err() {
+            out.push(format!(
+                "pipeline.default_currency {:?} is not a known currency code",
+                self.pipeline.default_currency
+            ));
+        }
+        for (name, source) in &self.sources {
+            if !crate::is_valid_source_name(name) {
+                out.push(format!(
+                    "sources.{name}: a source name uses lower-case letters, digits, '_' and '-'"
+                ));
+            }
+            if let Some(c) = &source.currency
+                && crate::values::normalize_currency(c).is_err()
+            {
+                out.push(format!(
+                    "sources.{name}.currency {c:?} is not a known currency code"
+                ));
+            }
+            if let Some(f) = &source.date_format
+                && chrono::NaiveDate::parse_from_str("2025-01-02", f).is_err()
+                && crate::values::DATE_FORMATS.iter().all(|known| known != f)
+                && !f.contains('%')
+            {
+                out.push(format!(
+                    "sources.{name}.date_format {f:?} is not a chrono date format"
+                ));
+            }
+            let Some(entity) = source.entity else {
+                if !source.mapping.is_empty() {
+                    out.push(format!(
+                        "sources.{name}: a mapping needs `entity` too (one of {})",
+                        entity_names()
+                    ));
+                }
+                continue;
+            };
+            for (column, target) in &source.mapping {
+                if !target.is_empty() && entity.field(target).is_none() {
+                    let fields: Vec<_> = entity.fields().iter().map(|f| f.name).collect();
+                    let hint = crate::did_you_mean(target, fields.iter().copied())
+                        .map(|s| format!("; did you mean {s:?}?"))
+                        .unwrap_or_default();
+                    out.push(format!(
+                        "sources.{name}.mapping: column {column:?} maps to {target:?}, which is not a field of {entity}{hint}"
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
+fn entity_names() -> String {
+    Entity::ALL
+        .iter()
+        .map(|e| e.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let c = Config::parse("", Path::new("shoplake.toml")).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.pipeline.batch_size, 65_536);
+    }
+
+    #[test]
+    fn reports_every_problem_with_hints() {
+        let text = r#"
+[pipeline]
+batch_size = 0
+[sources.pos]
+entity = "sales"
+currency = "XYZ"
+[sources.pos.mapping]
+"Sale Amt" = "amout"
+"#;
+        let err = Config::parse(text, Path::new("shoplake.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("batch_size"), "{err}");
+        assert!(err.contains("XYZ"), "{err}");
+        assert!(err.contains("did you mean \"amount\""), "{err}");
+    }
+
+    #[test]
+    fn the_example_file_loads() {
+        let text = include_str!("../../../shoplake.example.toml");
+        let c = Config::parse(text, Path::new("shoplake.example.toml")).unwrap();
+        assert_eq!(
+            c.pipeline,
+            PipelineConfig::default(),
+            "the example shows the defaults"
+        );
+        let pos = &c.sources["pos"];
+        assert_eq!(pos.entity, Some(Entity::Sales));
+        assert_eq!(pos.mapping["Sale Amt"], "amount");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = Config::parse("[pipeline]\nbatchsize = 3\n", Path::new("x.toml")).unwrap_err();
+        assert!(err.to_string().contains("batchsize"), "{err}");
+    }
+}
