@@ -1,1 +1,440 @@
-//! placeholder
+//! Delta tables of the lake: the star schema under `processed/`, the marts under `marts/` and
+//! the quarantine. [`Tables`] opens, writes (streamed, partitioned, zstd Parquet), restores and
+//! reads them; every write is one Delta commit that carries the run id as an application
+//! transaction, so a reader sees all of a run's rows in a table or none of them.
+//!
+//! ```no_run
+//! # async fn f(lake: shoplake_storage::Lake) -> shoplake_tables::Result<()> {
+//! use shoplake_tables::{TableId, Tables};
+//! let tables = Tables::new(lake);
+//! let version = tables.version(&TableId::processed("fact_sales")).await?;
+//! # Ok(()) }
+//! ```
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::TableProvider;
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::datasource::provider_as_source;
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::LogicalPlanBuilder;
+use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
+use deltalake::kernel::Transaction;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::operations::write::SchemaMode;
+use deltalake::parquet::basic::{Compression, ZstdLevel};
+use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::protocol::SaveMode;
+use deltalake::{DeltaTable, DeltaTableError};
+use futures::StreamExt;
+use shoplake_storage::{Lake, Zone};
+use std::num::NonZeroU64;
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("table {table}: {source}")]
+    Delta {
+        table: String,
+        source: Box<DeltaTableError>,
+    },
+    #[error("table {table}: {source}")]
+    Engine {
+        table: String,
+        source: Box<datafusion::error::DataFusionError>,
+    },
+    #[error("table {table} has no version {version} (latest is {latest})")]
+    NoSuchVersion {
+        table: String,
+        version: i64,
+        latest: i64,
+    },
+    #[error("table {0} does not exist yet; run `shoplake run` to build it")]
+    Missing(String),
+}
+
+pub type Result<T, E = TableError> = std::result::Result<T, E>;
+
+/// The Delta application id under which shoplake records which run wrote a commit.
+pub const APP_ID: &str = "shoplake";
+
+/// A table's place in the lake.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TableId {
+    pub zone: Zone,
+    pub name: String,
+}
+
+impl TableId {
+    pub fn processed(name: &str) -> TableId {
+        TableId {
+            zone: Zone::Processed,
+            name: name.to_string(),
+        }
+    }
+    pub fn marts(name: &str) -> TableId {
+        TableId {
+            zone: Zone::Marts,
+            name: name.to_string(),
+        }
+    }
+    pub fn quarantine() -> TableId {
+        TableId {
+            zone: Zone::Quarantine,
+            name: "rows".to_string(),
+        }
+    }
+    /// Name used in messages and SQL.
+    pub fn display(&self) -> String {
+        match self.zone {
+            Zone::Quarantine => "quarantine".to_string(),
+            _ => self.name.clone(),
+        }
+    }
+}
+
+/// How a write treats what the table holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    Append,
+    /// Replace the whole table (small dimensions).
+    Overwrite,
+}
+
+/// The lake's Delta tables.
+#[derive(Debug, Clone)]
+pub struct Tables {
+    lake: Lake,
+    target_file_size: u64,
+}
+
+impl Tables {
+    pub fn new(lake: Lake) -> Tables {
+        Tables {
+            lake,
+            target_file_size: 64 * 1024 * 1024,
+        }
+    }
+
+    pub fn with_target_file_size(mut self, bytes: u64) -> Tables {
+        self.target_file_size = bytes.max(1024 * 1024);
+        self
+    }
+
+    pub fn lake(&self) -> &Lake {
+        &self.lake
+    }
+
+    fn delta_err(id: &TableId) -> impl Fn(DeltaTableError) -> TableError + '_ {
+        move |source| TableError::Delta {
+            table: id.display(),
+            source: Box::new(source),
+        }
+    }
+
+    /// Open a table at its latest version; `None` when it was never written.
+    pub async fn open(&self, id: &TableId) -> Result<Option<DeltaTable>> {
+        if !self.exists(id).await? {
+            return Ok(None);
+        }
+        let table = self.handle(id).await?;
+        Ok(table.version().is_some().then_some(table))
+    }
+
+    /// Whether a table has a transaction log.
+    pub async fn exists(&self, id: &TableId) -> Result<bool> {
+        use futures::TryStreamExt;
+        let prefix = self.lake.path(id.zone, &format!("{}/_delta_log", id.name));
+        let mut listing = self.lake.store().list(Some(&prefix));
+        let first = listing.try_next().await.map_err(|e| TableError::Delta {
+            table: id.display(),
+            source: Box::new(DeltaTableError::ObjectStore { source: e }),
+        })?;
+        Ok(first.is_some())
+    }
+
+    /// Open a table as of a version.
+    pub async fn open_at(&self, id: &TableId, version: i64) -> Result<DeltaTable> {
+        let mut table = self
+            .open(id)
+            .await?
+            .ok_or_else(|| TableError::Missing(id.display()))?;
+        let latest = table.version().map_or(-1, |v| v as i64);
+        if version < 0 || version > latest {
+            return Err(TableError::NoSuchVersion {
+                table: id.display(),
+                version,
+                latest,
+            });
+        }
+        table
+            .load_version(version as u64)
+            .await
+            .map_err(Self::delta_err(id))?;
+        Ok(table)
+    }
+
+    async fn handle(&self, id: &TableId) -> Result<DeltaTable> {
+        let url = self.lake.table_url(id.zone, &id.name);
+        if let Some(root) = self.lake.local_root() {
+            // delta-rs wants a local table's folder to exist before its first commit.
+            let dir = root.join(id.zone.prefix()).join(&id.name);
+            std::fs::create_dir_all(&dir).map_err(|e| TableError::Delta {
+                table: id.display(),
+                source: Box::new(DeltaTableError::Generic(format!(
+                    "cannot create {}: {e}",
+                    dir.display()
+                ))),
+            })?;
+        }
+        DeltaTable::try_from_url(url)
+            .await
+            .map_err(Self::delta_err(id))
+    }
+
+    /// Latest version of a table, `None` when it does not exist.
+    pub async fn version(&self, id: &TableId) -> Result<Option<i64>> {
+        Ok(self
+            .open(id)
+            .await?
+            .and_then(|t| t.version())
+            .map(|v| v as i64))
+    }
+
+    /// The highest run id recorded in a table's commits (Delta application transaction).
+    pub async fn last_run(&self, id: &TableId) -> Result<Option<i64>> {
+        let Some(table) = self.open(id).await? else {
+            return Ok(None);
+        };
+        let state = table.snapshot().map_err(Self::delta_err(id))?;
+        state
+            .transaction_version(table.log_store().as_ref(), APP_ID)
+            .await
+            .map_err(Self::delta_err(id))
+    }
+
+    fn writer_properties() -> WriterProperties {
+        WriterProperties::builder()
+            .set_compression(Compression::ZSTD(
+                ZstdLevel::try_new(3).expect("valid zstd level"),
+            ))
+            .set_max_row_group_row_count(Some(1 << 20))
+            .build()
+    }
+
+    fn commit_properties(run_id: i64, operation: &str) -> CommitProperties {
+        CommitProperties::default()
+            .with_application_transaction(Transaction::new(APP_ID, run_id))
+            .with_metadata([
+                ("shoplake.run_id".to_string(), serde_json::json!(run_id)),
+                (
+                    "shoplake.operation".to_string(),
+                    serde_json::json!(operation),
+                ),
+            ])
+    }
+
+    /// Write batches in one commit. Returns the new version.
+    pub async fn write_batches(
+        &self,
+        id: &TableId,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+        partitions: &[&str],
+        mode: WriteMode,
+        run_id: i64,
+    ) -> Result<i64> {
+        let (tx, rx) = mpsc::channel(batches.len().max(1));
+        for b in batches {
+            tx.send(Ok(b)).await.expect("receiver is alive");
+        }
+        drop(tx);
+        self.write_stream(id, schema, rx, partitions, mode, run_id)
+            .await
+    }
+
+    /// Write a stream of batches (received until the sender is dropped) in one commit,
+    /// partitioned by `partitions`. Memory stays bounded: batches are written as they come.
+    /// An `Err` in the stream aborts the write: nothing is committed.
+    pub async fn write_stream(
+        &self,
+        id: &TableId,
+        schema: SchemaRef,
+        input: mpsc::Receiver<BatchResult>,
+        partitions: &[&str],
+        mode: WriteMode,
+        run_id: i64,
+    ) -> Result<i64> {
+        let engine = |source: datafusion::error::DataFusionError| TableError::Engine {
+            table: id.display(),
+            source: Box::new(source),
+        };
+        let stream = Arc::new(ChannelStream {
+            schema: schema.clone(),
+            rx: Mutex::new(Some(input)),
+        });
+        let provider = StreamingTable::try_new(schema, vec![stream]).map_err(engine)?;
+        let plan = LogicalPlanBuilder::scan("input", provider_as_source(Arc::new(provider)), None)
+            .and_then(|b| b.build())
+            .map_err(engine)?;
+        let table = self.handle(id).await?;
+        let mut builder = table
+            .write(Vec::new())
+            .with_input_plan(plan)
+            .with_save_mode(match mode {
+                WriteMode::Append => SaveMode::Append,
+                WriteMode::Overwrite => SaveMode::Overwrite,
+            })
+            .with_target_file_size(NonZeroU64::new(self.target_file_size))
+            .with_writer_properties(Self::writer_properties())
+            .with_commit_properties(Self::commit_properties(run_id, "write"))
+            .with_table_name(id.display());
+        if mode == WriteMode::Overwrite {
+            builder = builder.with_schema_mode(SchemaMode::Overwrite);
+        }
+        if !partitions.is_empty() {
+            builder = builder.with_partition_columns(partitions.iter().map(|p| p.to_string()));
+        }
+        let table = builder.await.map_err(Self::delta_err(id))?;
+        Ok(table.version().unwrap_or(0) as i64)
+    }
+
+    /// Restore a table to an earlier version (crash recovery). A table created after that
+    /// version is emptied by an overwrite with no rows.
+    pub async fn restore(&self, id: &TableId, version: Option<i64>, run_id: i64) -> Result<()> {
+        let Some(table) = self.open(id).await? else {
+            return Ok(());
+        };
+        match version {
+            Some(v) if table.version() == Some(v as u64) => Ok(()),
+            Some(v) => {
+                table
+                    .restore()
+                    .with_version_to_restore(v as u64)
+                    .with_commit_properties(Self::commit_properties(run_id, "restore"))
+                    .await
+                    .map_err(Self::delta_err(id))?;
+                Ok(())
+            }
+            None => {
+                let schema = self.arrow_schema(&table, id)?;
+                let partitions = table
+                    .snapshot()
+                    .map_err(Self::delta_err(id))?
+                    .metadata()
+                    .partition_columns()
+                    .to_vec();
+                let parts: Vec<&str> = partitions.iter().map(|s| s.as_str()).collect();
+                self.write_batches(id, schema, Vec::new(), &parts, WriteMode::Overwrite, run_id)
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+
+    fn arrow_schema(&self, table: &DeltaTable, id: &TableId) -> Result<SchemaRef> {
+        let state = table.snapshot().map_err(Self::delta_err(id))?;
+        Ok(state.snapshot().arrow_schema())
+    }
+
+    /// A DataFusion provider for a table, at its latest or a given version.
+    pub async fn provider(
+        &self,
+        id: &TableId,
+        version: Option<i64>,
+    ) -> Result<Option<Arc<dyn TableProvider>>> {
+        let table = match version {
+            Some(v) => self.open_at(id, v).await?,
+            None => match self.open(id).await? {
+                Some(t) => t,
+                None => return Ok(None),
+            },
+        };
+        let provider = table
+            .table_provider()
+            .await
+            .map_err(|source| TableError::Engine {
+                table: id.display(),
+                source: Box::new(source),
+            })?;
+        Ok(Some(provider))
+    }
+
+    /// Read a whole (small) table into memory.
+    pub async fn read_all(&self, id: &TableId) -> Result<Option<(SchemaRef, Vec<RecordBatch>)>> {
+        let Some(provider) = self.provider(id, None).await? else {
+            return Ok(None);
+        };
+        let engine = |source: datafusion::error::DataFusionError| TableError::Engine {
+            table: id.display(),
+            source: Box::new(source),
+        };
+        let ctx = datafusion::prelude::SessionContext::new();
+        let df = ctx.read_table(provider).map_err(engine)?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await.map_err(engine)?;
+        Ok(Some((schema, batches)))
+    }
+
+    /// Commit history, newest first: (version, timestamp ms, operation, run id).
+    pub async fn history(&self, id: &TableId) -> Result<Vec<HistoryEntry>> {
+        let Some(table) = self.open(id).await? else {
+            return Err(TableError::Missing(id.display()));
+        };
+        let mut out = Vec::new();
+        let latest = table.version().unwrap_or(0) as i64;
+        let mut stream = table.history(None);
+        let mut version = latest;
+        while let Some(info) = stream.next().await {
+            let info = info.map_err(Self::delta_err(id))?;
+            out.push(HistoryEntry {
+                version: info.read_version.map(|v| v as i64 + 1).unwrap_or(version),
+                timestamp_ms: info.timestamp.unwrap_or_default(),
+                operation: info.operation.clone().unwrap_or_default(),
+                run_id: info.info.get("shoplake.run_id").and_then(|v| v.as_i64()),
+                parameters: serde_json::to_string(&info.operation_parameters).unwrap_or_default(),
+            });
+            version -= 1;
+        }
+        Ok(out)
+    }
+}
+
+/// One commit of a table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryEntry {
+    pub version: i64,
+    pub timestamp_ms: i64,
+    pub operation: String,
+    pub run_id: Option<i64>,
+    pub parameters: String,
+}
+
+/// A batch, or the error that aborts a streamed write.
+pub type BatchResult = datafusion::error::Result<RecordBatch>;
+
+/// A one-shot partition stream fed by a channel: the bridge from our transform to the writer.
+#[derive(Debug)]
+struct ChannelStream {
+    schema: SchemaRef,
+    rx: Mutex<Option<mpsc::Receiver<BatchResult>>>,
+}
+
+impl PartitionStream for ChannelStream {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let rx = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let stream = futures::stream::unfold(rx, |rx| async move {
+            let mut rx = rx?;
+            let batch = rx.recv().await?;
+            Some((batch, Some(rx)))
+        });
+        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
+    }
+}

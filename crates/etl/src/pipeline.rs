@@ -1,0 +1,1434 @@
+//! One run of the pipeline: recover an interrupted run, crawl what is new, load reference data
+//! into the dimensions, stream sales into `fact_sales`, then commit the dimensions, `dim_date`
+//! and the quarantine, and record every file's outcome in the ledger.
+//!
+//! Commit order and recovery: each table write is one Delta commit tagged with the run id. The
+//! versions of all tables are recorded when the run starts; a run that fails, or whose process
+//! dies, is rolled back (each table restored to its recorded version) before anything else
+//! happens, and its files stay pending. So running again gives exactly the result of an
+//! uninterrupted run.
+
+use crate::convert::{Rejection, canonical, parse_month};
+use crate::dim::{Applied, Dim, days_since_epoch, natural_key};
+use crate::pii::PiiKey;
+use crate::quarantine::{QuarantinedRow, record_json};
+use crate::sales::{Lookups, Outcome, SalesTransform, SourceRules};
+use crate::schema::{DIM_DATE, FACT_PARTITIONS, FACT_SALES, QUARANTINE, dim_table};
+use crate::{EtlError, Result};
+use chrono::{Datelike, NaiveDate, Utc};
+use datafusion::arrow::array::{
+    Array, ArrayRef, BinaryArray, BooleanArray, Date32Array, Int32Array, RecordBatch, StringArray,
+};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::error::DataFusionError;
+use futures::StreamExt;
+use shoplake_catalog::crawl::{self, FileSchema, Mapping};
+use shoplake_catalog::ledger::{CatalogEntry, FileOutcome, FileRecord, FileStatus, Ledger};
+use shoplake_catalog::scan::{self, ScanError, ScanSink};
+use shoplake_core::values::{self, RATE_SCALE};
+use shoplake_core::{Config, Entity, ReasonCode};
+use shoplake_storage::Lake;
+use shoplake_tables::{BatchResult, TableId, Tables, WriteMode};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+mod replay;
+pub use replay::ReplayReport;
+
+/// How a long step reports progress (the CLI draws bars; tests stay quiet).
+pub trait Progress: Send + Sync {
+    /// A step starts; `total` is in bytes (0 when unknown).
+    fn stage(&self, name: &str, total: u64);
+    fn advance(&self, n: u64);
+    fn done(&self);
+    /// A line worth telling the user.
+    fn note(&self, message: &str);
+}
+
+/// No progress output.
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn stage(&self, _: &str, _: u64) {}
+    fn advance(&self, _: u64) {}
+    fn done(&self) {}
+    fn note(&self, _: &str) {}
+}
+
+/// The outcome of one file, for the run summary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileSummary {
+    pub file_id: i64,
+    pub source: String,
+    pub name: String,
+    pub entity: String,
+    pub outcome: FileOutcome,
+    pub error: Option<String>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunReport {
+    pub run_id: i64,
+    pub files: Vec<FileSummary>,
+    pub failed: Vec<FileSummary>,
+    /// Runs found interrupted and rolled back before this one.
+    pub recovered: Vec<i64>,
+    /// Tables committed, with their new versions.
+    pub commits: Vec<(String, i64)>,
+    /// Sales rows loaded against inferred customers / products.
+    pub inferred_rows: (u64, u64),
+}
+
+impl RunReport {
+    pub fn totals(&self) -> FileOutcome {
+        let mut t = FileOutcome::default();
+        for f in &self.files {
+            t.rows_in += f.outcome.rows_in;
+            t.loaded += f.outcome.loaded;
+            t.duplicates += f.outcome.duplicates;
+            for (r, n) in &f.outcome.quarantined {
+                *t.quarantined.entry(r.clone()).or_default() += n;
+            }
+        }
+        t
+    }
+}
+
+/// What crawling one file found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Crawled {
+    pub file_id: i64,
+    pub source: String,
+    pub name: String,
+    pub result: std::result::Result<CrawlInfo, String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CrawlInfo {
+    pub entity: Entity,
+    pub catalog_version: i64,
+    pub new_version: bool,
+    pub drift: Option<crawl::Drift>,
+    pub mapping: Vec<(String, String)>,
+    pub unmapped: Vec<String>,
+}
+
+/// The reference dimensions a run updates.
+#[derive(Clone)]
+struct Dims {
+    by_entity: BTreeMap<Entity, Dim>,
+}
+
+const REFERENCE: [Entity; 6] = [
+    Entity::FxRates,
+    Entity::Stores,
+    Entity::Products,
+    Entity::Customers,
+    Entity::SalesTeam,
+    Entity::Campaigns,
+];
+
+/// Every table a run may write (for version snapshots and rollback).
+fn all_tables() -> Vec<TableId> {
+    let mut t: Vec<TableId> = REFERENCE
+        .iter()
+        .map(|e| TableId::processed(dim_table(*e).0))
+        .collect();
+    t.push(TableId::processed("dim_date"));
+    t.push(TableId::processed("fact_sales"));
+    t.push(TableId::quarantine());
+    t
+}
+
+/// The pipeline over one lake.
+pub struct Pipeline {
+    lake: Lake,
+    tables: Tables,
+    ledger: Arc<Ledger>,
+    config: Config,
+    pii: PiiKey,
+    state_dir: PathBuf,
+}
+
+impl Pipeline {
+    pub fn new(
+        lake: Lake,
+        ledger: Arc<Ledger>,
+        config: Config,
+        pii: PiiKey,
+        state_dir: PathBuf,
+    ) -> Pipeline {
+        let tables = Tables::new(lake.clone())
+            .with_target_file_size(config.pipeline.target_file_mb as u64 * 1024 * 1024);
+        Pipeline {
+            lake,
+            tables,
+            ledger,
+            config,
+            pii,
+            state_dir,
+        }
+    }
+
+    pub fn tables(&self) -> &Tables {
+        &self.tables
+    }
+
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
+    }
+
+    pub fn lake(&self) -> &Lake {
+        &self.lake
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    // ---------------------------------------------------------------- crawl
+
+    /// Crawl every ingested file that has not been crawled yet.
+    pub async fn crawl_pending(&self, progress: &dyn Progress) -> Result<Vec<Crawled>> {
+        let files = self.ledger.files(&[FileStatus::Ingested])?;
+        let mut out = Vec::new();
+        if files.is_empty() {
+            return Ok(out);
+        }
+        progress.stage("crawl", files.len() as u64);
+        for f in files {
+            let result = self.crawl_file(&f).await?;
+            if let Err(e) = &result {
+                self.ledger.set_failed(f.file_id, e, None)?;
+                progress.note(&format!("failed: {e}"));
+            }
+            out.push(Crawled {
+                file_id: f.file_id,
+                source: f.source.clone(),
+                name: f.name.clone(),
+                result,
+            });
+            progress.advance(1);
+        }
+        progress.done();
+        Ok(out)
+    }
+
+    /// Read the head of a raw file (decompressed), up to `limit` bytes, and whether that is all.
+    async fn read_head(&self, f: &FileRecord, limit: usize) -> Result<(Vec<u8>, bool)> {
+        let reader = self.open_raw(f).await?;
+        let name = f.name.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut buf = Vec::with_capacity(limit.min(1 << 20));
+            let mut r = reader.take(limit as u64 + 1);
+            r.read_to_end(&mut buf).map_err(|e| EtlError::Input {
+                path: name,
+                message: format!("cannot read: {e}"),
+            })?;
+            let complete = buf.len() <= limit;
+            buf.truncate(limit);
+            Ok((buf, complete))
+        })
+        .await
+        .map_err(|e| EtlError::Internal(e.to_string()))?
+    }
+
+    /// A reader over a raw file's content (decompressed when it is `.gz`).
+    async fn open_raw(&self, f: &FileRecord) -> Result<Box<dyn Read + Send>> {
+        let path = object_store::path::Path::from(f.raw_path.as_str());
+        let reader = self.lake.open_read(&path).await?;
+        Ok(if f.name.to_ascii_lowercase().ends_with(".gz") {
+            Box::new(std::io::BufReader::with_capacity(
+                1 << 20,
+                flate2::read::MultiGzDecoder::new(reader),
+            ))
+        } else {
+            reader
+        })
+    }
+
+    async fn crawl_file(&self, f: &FileRecord) -> Result<std::result::Result<CrawlInfo, String>> {
+        let (sample, complete) = match self.read_head(f, 1 << 20).await {
+            Ok(s) => s,
+            Err(EtlError::Input { message, .. }) => {
+                return Ok(Err(format!("{}: {message}", f.name)));
+            }
+            Err(e) => return Err(e),
+        };
+        let config = self.config.sources.get(&f.source);
+        let mut inferred = crawl::infer_with(&f.name, &sample, complete, config);
+        if !complete
+            && matches!(
+                inferred,
+                Err(crawl::CrawlError::HeaderOnly { .. } | crawl::CrawlError::Empty { .. })
+            )
+        {
+            // The first record did not fit in the sample: look further before judging the file.
+            let (bigger, whole) = self.read_head(f, 16 << 20).await?;
+            inferred = crawl::infer_with(&f.name, &bigger, whole, config);
+        }
+        let schema = match inferred {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        let mapping = match crawl::propose_mapping(
+            &f.source,
+            &f.name,
+            &schema,
+            self.config.sources.get(&f.source),
+        ) {
+            Ok(m) => m,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        let schema_json =
+            serde_json::to_string(&schema).map_err(|e| EtlError::Internal(e.to_string()))?;
+        let mapping_json =
+            serde_json::to_string(&mapping).map_err(|e| EtlError::Internal(e.to_string()))?;
+        let latest = self.ledger.latest_catalog(&f.source)?;
+        let mut drift = None;
+        let (version, new_version) = match &latest {
+            Some(l) if l.mapping_json == mapping_json && same_shape(&l.schema_json, &schema) => {
+                (l.version, false)
+            }
+            _ => {
+                if let Some(l) = &latest
+                    && let Ok(prev) = serde_json::from_str::<FileSchema>(&l.schema_json)
+                {
+                    let d = crawl::drift(&prev, &schema);
+                    if !d.is_empty() {
+                        drift = Some(d);
+                    }
+                }
+                let drift_json = drift
+                    .as_ref()
+                    .map(|d| serde_json::to_string(d).unwrap_or_default());
+                let v = self.ledger.add_catalog_version(
+                    &f.source,
+                    mapping.entity.as_str(),
+                    f.file_id,
+                    &schema_json,
+                    &mapping_json,
+                    drift_json.as_deref(),
+                )?;
+                (v, true)
+            }
+        };
+        self.ledger
+            .set_crawled(f.file_id, mapping.entity.as_str(), version)?;
+        Ok(Ok(CrawlInfo {
+            entity: mapping.entity,
+            catalog_version: version,
+            new_version,
+            drift,
+            mapping: mapping.columns.clone(),
+            unmapped: mapping.unmapped.clone(),
+        }))
+    }
+
+    // ---------------------------------------------------------------- run
+
+    /// Process every pending file. See the module docs for the guarantees.
+    pub async fn run(&self, progress: &dyn Progress) -> Result<RunReport> {
+        let _lock = RunLock::acquire(&self.state_dir)?;
+        let recovered = self.recover(progress).await?;
+        let crawled = self.crawl_pending(progress).await?;
+        let pending = self.ledger.files(&[FileStatus::Crawled])?;
+        let versions = self.table_versions().await?;
+        let run_id = self.ledger.start_run("manual", &versions)?;
+        failpoint("after-start");
+        match self.run_inner(run_id, pending, progress).await {
+            Ok(mut report) => {
+                report.recovered = recovered;
+                for c in crawled {
+                    if let Err(error) = c.result {
+                        report.failed.push(FileSummary {
+                            file_id: c.file_id,
+                            source: c.source,
+                            name: c.name,
+                            entity: String::new(),
+                            outcome: FileOutcome {
+                                file_id: c.file_id,
+                                ..Default::default()
+                            },
+                            error: Some(error),
+                        });
+                    }
+                }
+                Ok(report)
+            }
+            Err(e) => {
+                tracing::error!(run_id, error = %e, "run failed; rolling back");
+                self.rollback(run_id, &versions).await?;
+                self.ledger.fail_run(run_id, &e.to_string())?;
+                Err(e)
+            }
+        }
+    }
+
+    async fn table_versions(&self) -> Result<BTreeMap<String, i64>> {
+        let mut out = BTreeMap::new();
+        for t in all_tables() {
+            if let Some(v) = self.tables.version(&t).await? {
+                out.insert(table_key(&t), v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Roll back runs whose process died, so their files load again from a clean state.
+    async fn recover(&self, progress: &dyn Progress) -> Result<Vec<i64>> {
+        let mut out = Vec::new();
+        for run in self.ledger.running_runs()? {
+            progress.note(&format!(
+                "run {} was interrupted; rolling back its changes",
+                run.run_id
+            ));
+            self.rollback(run.run_id, &run.table_versions).await?;
+            self.ledger.fail_run(run.run_id, "interrupted: the process stopped before the run finished; its changes were rolled back")?;
+            out.push(run.run_id);
+        }
+        Ok(out)
+    }
+
+    /// Restore every table to the version it had before `run_id`.
+    async fn rollback(&self, run_id: i64, versions: &BTreeMap<String, i64>) -> Result<()> {
+        for t in all_tables() {
+            let before = versions.get(&table_key(&t)).copied();
+            let now = self.tables.version(&t).await?;
+            if now.is_some() && now != before {
+                tracing::warn!(table = %t.display(), ?before, ?now, run_id, "restoring table");
+                self.tables.restore(&t, before, run_id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn run_inner(
+        &self,
+        run_id: i64,
+        pending: Vec<FileRecord>,
+        progress: &dyn Progress,
+    ) -> Result<RunReport> {
+        let now = Utc::now().timestamp_micros();
+        let mut report = RunReport {
+            run_id,
+            ..Default::default()
+        };
+        let mut quarantine: Vec<QuarantinedRow> = Vec::new();
+        let mut failed: Vec<(i64, String)> = Vec::new();
+
+        // Files with their catalog entry, grouped by entity, in ledger order.
+        let mut by_entity: BTreeMap<Entity, Vec<(FileRecord, CatalogEntry)>> = BTreeMap::new();
+        for f in pending {
+            let Some(version) = f.catalog_version else {
+                continue;
+            };
+            let Some(entry) = self.ledger.catalog_version(&f.source, version)? else {
+                failed.push((f.file_id, format!("{}: catalog version {version} of source {} is missing; run `shoplake crawl`", f.name, f.source)));
+                continue;
+            };
+            let entity: Entity = entry.entity.parse().map_err(EtlError::Internal)?;
+            by_entity.entry(entity).or_default().push((f, entry));
+        }
+
+        let mut dims = self.load_dims().await?;
+        for entity in REFERENCE {
+            for (f, entry) in by_entity.remove(&entity).unwrap_or_default() {
+                match self
+                    .load_reference(run_id, entity, &f, &entry, &mut dims, now, progress)
+                    .await?
+                {
+                    Ok((outcome, rows)) => {
+                        quarantine.extend(rows);
+                        report.files.push(summary(&f, entity, outcome, None));
+                    }
+                    Err(e) => {
+                        progress.note(&format!("failed: {e}"));
+                        failed.push((f.file_id, e));
+                    }
+                }
+            }
+        }
+
+        // Sales: stream into fact_sales. A file that turns out unreadable part-way aborts the
+        // write; the sales step then runs again without it.
+        let mut sales_files = by_entity.remove(&Entity::Sales).unwrap_or_default();
+        let mut date_range = None;
+        if !sales_files.is_empty() {
+            let seen = self.existing_sale_keys().await?;
+            let reference = dims.clone();
+            loop {
+                let lookups = make_lookups(dims.clone(), seen.clone());
+                match self
+                    .load_sales(run_id, &sales_files, lookups, now, progress)
+                    .await?
+                {
+                    SalesStep::Done {
+                        lookups,
+                        outcomes,
+                        rows,
+                        version,
+                        range,
+                        inferred_rows,
+                    } => {
+                        for (f, entry, outcome) in outcomes {
+                            let entity: Entity =
+                                entry.entity.parse().map_err(EtlError::Internal)?;
+                            report.files.push(summary(&f, entity, outcome, None));
+                        }
+                        quarantine.extend(rows);
+                        report.commits.push(("fact_sales".into(), version));
+                        report.inferred_rows = inferred_rows;
+                        date_range = range;
+                        dims.by_entity.insert(Entity::Products, lookups.products);
+                        dims.by_entity.insert(Entity::Customers, lookups.customers);
+                        dims.by_entity.insert(Entity::Stores, lookups.stores);
+                        dims.by_entity.insert(Entity::SalesTeam, lookups.sales_team);
+                        break;
+                    }
+                    SalesStep::FileFailed { file_id, error } => {
+                        progress.note(&format!("failed: {error}"));
+                        failed.push((file_id, error));
+                        sales_files.retain(|(f, _)| f.file_id != file_id);
+                        dims = reference.clone();
+                    }
+                }
+            }
+        }
+        failpoint("after-fact-commit");
+
+        // Dimensions, calendar and quarantine.
+        for (entity, dim) in &dims.by_entity {
+            if dim.changed() {
+                let (schema, batch) = dim.to_batch()?;
+                let id = TableId::processed(dim_table(*entity).0);
+                let v = self
+                    .tables
+                    .write_batches(&id, schema, vec![batch], &[], WriteMode::Overwrite, run_id)
+                    .await?;
+                report.commits.push((id.display(), v));
+            }
+        }
+        if let Some((lo, hi)) = date_range
+            && let Some(v) = self.extend_dim_date(lo, hi, run_id).await?
+        {
+            report.commits.push(("dim_date".into(), v));
+        }
+        if !quarantine.is_empty() {
+            let batch = crate::quarantine::to_batch(&quarantine, run_id, now);
+            let v = self
+                .tables
+                .write_batches(
+                    &TableId::quarantine(),
+                    QUARANTINE.clone(),
+                    vec![batch],
+                    &["source"],
+                    WriteMode::Append,
+                    run_id,
+                )
+                .await?;
+            report.commits.push(("quarantine".into(), v));
+        }
+        failpoint("before-ledger");
+
+        for f in &report.files {
+            if !f.outcome.adds_up() {
+                return Err(EtlError::Internal(format!(
+                    "{}: rows in ({}) != loaded ({}) + quarantined ({}) + duplicates ({})",
+                    f.name,
+                    f.outcome.rows_in,
+                    f.outcome.loaded,
+                    f.outcome.quarantined_total(),
+                    f.outcome.duplicates
+                )));
+            }
+        }
+        let outcomes: Vec<FileOutcome> = report.files.iter().map(|f| f.outcome.clone()).collect();
+        self.ledger.finish_run(run_id, &outcomes, &failed)?;
+        for (file_id, error) in failed {
+            if let Some(f) = self.ledger.file(file_id)? {
+                report.failed.push(FileSummary {
+                    file_id,
+                    source: f.source,
+                    name: f.name,
+                    entity: f.entity.unwrap_or_default(),
+                    outcome: FileOutcome {
+                        file_id,
+                        ..Default::default()
+                    },
+                    error: Some(error),
+                });
+            }
+        }
+        Ok(report)
+    }
+
+    async fn load_dims(&self) -> Result<Dims> {
+        let mut by_entity = BTreeMap::new();
+        for e in REFERENCE {
+            let id = TableId::processed(dim_table(e).0);
+            let dim = match self.tables.read_all(&id).await? {
+                Some((_, batches)) => Dim::from_batches(e, &batches)
+                    .map_err(|m| EtlError::Internal(format!("{}: {m}", id.display())))?,
+                None => Dim::new(e),
+            };
+            by_entity.insert(e, dim);
+        }
+        Ok(Dims { by_entity })
+    }
+
+    async fn existing_sale_keys(&self) -> Result<HashSet<u128>> {
+        let mut seen = HashSet::new();
+        let Some(provider) = self
+            .tables
+            .provider(&TableId::processed("fact_sales"), None)
+            .await?
+        else {
+            return Ok(seen);
+        };
+        let ctx = datafusion::prelude::SessionContext::new();
+        let mut stream = ctx
+            .read_table(provider)?
+            .select_columns(&["dedupe_key"])?
+            .execute_stream()
+            .await?;
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            let col = datafusion::arrow::compute::cast(
+                batch.column(0),
+                &datafusion::arrow::datatypes::DataType::Binary,
+            )?;
+            let keys = col
+                .as_any()
+                .downcast_ref::<BinaryArray>()
+                .ok_or_else(|| EtlError::Internal("dedupe_key is not binary".into()))?;
+            seen.reserve(keys.len());
+            for k in keys.iter().flatten() {
+                if let Ok(b) = <[u8; 16]>::try_from(k) {
+                    seen.insert(u128::from_be_bytes(b));
+                }
+            }
+        }
+        Ok(seen)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn load_reference(
+        &self,
+        run_id: i64,
+        entity: Entity,
+        f: &FileRecord,
+        entry: &CatalogEntry,
+        dims: &mut Dims,
+        now: i64,
+        progress: &dyn Progress,
+    ) -> Result<std::result::Result<(FileOutcome, Vec<QuarantinedRow>), String>> {
+        let (schema, mapping) = parse_entry(entry)?;
+        let reader = self.open_raw(f).await?;
+        progress.stage(&format!("{} ({entity})", f.name), f.size_bytes as u64);
+        let mut sink = RefSink::new(entity, f, &schema, &mapping, self.pii.clone());
+        let file = f.clone();
+        let layout = schema.layout.clone();
+        let columns = layout.columns.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let r = scan::scan(&file.name, reader, &layout, &columns, &mut sink);
+            (sink, r)
+        })
+        .await
+        .map_err(|e| EtlError::Internal(e.to_string()))?;
+        progress.done();
+        let (sink, scanned) = result;
+        if let Err(e) = scanned {
+            return Ok(Err(e.to_string()));
+        }
+        let _ = run_id;
+        let dim = dims
+            .by_entity
+            .get_mut(&entity)
+            .expect("every reference entity has a dim");
+        let mut outcome = sink.outcome;
+        for values in sink.rows {
+            match dim.apply(values, now, f.file_id) {
+                Applied::Loaded => outcome.loaded += 1,
+                Applied::Duplicate => outcome.duplicates += 1,
+            }
+        }
+        Ok(Ok((outcome, sink.quarantine)))
+    }
+
+    async fn load_sales(
+        &self,
+        run_id: i64,
+        files: &[(FileRecord, CatalogEntry)],
+        lookups: Lookups,
+        now: i64,
+        progress: &dyn Progress,
+    ) -> Result<SalesStep> {
+        let mut prepared = Vec::new();
+        let total: u64 = files.iter().map(|(f, _)| f.size_bytes as u64).sum();
+        for (f, entry) in files {
+            let (schema, mapping) = parse_entry(entry)?;
+            let reader = self.open_raw(f).await?;
+            let rules = self.rules(f, &mapping);
+            prepared.push((f.clone(), entry.clone(), schema, mapping, reader, rules));
+        }
+        let (tx, rx) = mpsc::channel::<BatchResult>(2);
+        let tables = self.tables.clone();
+        #[allow(clippy::disallowed_methods)] // wrapped: aborted on drop
+        let mut writer = AbortOnDrop(tokio::spawn(async move {
+            let id = TableId::processed("fact_sales");
+            tables
+                .write_stream(
+                    &id,
+                    FACT_SALES.clone(),
+                    rx,
+                    &FACT_PARTITIONS,
+                    WriteMode::Append,
+                    run_id,
+                )
+                .await
+        }));
+        progress.stage("sales", total);
+        let batch_size = self.config.pipeline.batch_size;
+        let counter = ProgressCounter::new(progress);
+        // The scan is CPU work on this thread; the writer runs on the other workers.
+        let scan_result = tokio::task::block_in_place(|| {
+            scan_sales(prepared, lookups, tx, batch_size, run_id, now, &counter)
+        });
+        progress.done();
+        let write_result = (&mut writer.0)
+            .await
+            .map_err(|e| EtlError::Internal(e.to_string()))?;
+        match scan_result {
+            ScanResult::Failed { file_id, error } => {
+                // The write was aborted through the stream: nothing was committed.
+                if let Ok(v) = write_result {
+                    return Err(EtlError::Internal(format!(
+                        "fact_sales version {v} was committed although a file failed"
+                    )));
+                }
+                Ok(SalesStep::FileFailed { file_id, error })
+            }
+            ScanResult::Done {
+                lookups,
+                outcomes,
+                rows,
+                range,
+                inferred_rows,
+            } => {
+                let version = write_result?;
+                Ok(SalesStep::Done {
+                    lookups,
+                    outcomes,
+                    rows,
+                    version,
+                    range,
+                    inferred_rows,
+                })
+            }
+        }
+    }
+
+    /// The transform settings of a file's source.
+    fn rules(&self, f: &FileRecord, mapping: &Mapping) -> SourceRules {
+        SourceRules {
+            source: f.source.clone(),
+            date_format: mapping.date_format.clone(),
+            default_currency: self.default_currency(&f.source),
+            default_channel: self.default_channel(&f.source),
+            unknown_members: self
+                .config
+                .sources
+                .get(&f.source)
+                .and_then(|s| s.unknown_members)
+                .unwrap_or(self.config.pipeline.unknown_members),
+        }
+    }
+
+    fn default_currency(&self, source: &str) -> &'static str {
+        let c = self
+            .config
+            .sources
+            .get(source)
+            .and_then(|s| s.currency.clone())
+            .unwrap_or_else(|| self.config.pipeline.default_currency.clone());
+        values::normalize_currency(&c)
+            .ok()
+            .flatten()
+            .unwrap_or("USD")
+    }
+
+    fn default_channel(&self, source: &str) -> String {
+        if let Some(c) = self
+            .config
+            .sources
+            .get(source)
+            .and_then(|s| s.channel.as_deref())
+            .and_then(values::normalize_channel)
+        {
+            return c;
+        }
+        let online = ["ecom", "online", "web", "shop", "order", "app"];
+        if online.iter().any(|w| source.contains(w)) {
+            "ecommerce".into()
+        } else {
+            "store".into()
+        }
+    }
+
+    /// Make `dim_date` cover [lo, hi] (and what it covered before).
+    async fn extend_dim_date(
+        &self,
+        lo: NaiveDate,
+        hi: NaiveDate,
+        run_id: i64,
+    ) -> Result<Option<i64>> {
+        let id = TableId::processed("dim_date");
+        let (mut start, mut end) = (lo, hi);
+        if let Some((_, batches)) = self.tables.read_all(&id).await? {
+            let mut old = (None::<i32>, None::<i32>);
+            for b in &batches {
+                let d = b
+                    .column_by_name("date")
+                    .and_then(|c| c.as_any().downcast_ref::<Date32Array>().cloned());
+                if let Some(d) = d {
+                    for v in d.iter().flatten() {
+                        old.0 = Some(old.0.map_or(v, |o: i32| o.min(v)));
+                        old.1 = Some(old.1.map_or(v, |o: i32| o.max(v)));
+                    }
+                }
+            }
+            let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid");
+            if let (Some(a), Some(b)) = old {
+                let (a, b) = (
+                    epoch + chrono::Days::new(a as u64),
+                    epoch + chrono::Days::new(b as u64),
+                );
+                if a <= lo && b >= hi {
+                    return Ok(None);
+                }
+                start = start.min(a);
+                end = end.max(b);
+            }
+        }
+        let batch = dim_date_batch(start, end)?;
+        let v = self
+            .tables
+            .write_batches(
+                &id,
+                DIM_DATE.clone(),
+                vec![batch],
+                &[],
+                WriteMode::Overwrite,
+                run_id,
+            )
+            .await?;
+        Ok(Some(v))
+    }
+}
+
+fn table_key(t: &TableId) -> String {
+    format!("{}/{}", t.zone.prefix(), t.name)
+}
+
+/// Whether a catalog entry's schema has the same shape (layout, column names, types, date
+/// formats) as a newly inferred one; counts of nulls and samples may differ.
+fn same_shape(schema_json: &str, schema: &FileSchema) -> bool {
+    let Ok(prev) = serde_json::from_str::<FileSchema>(schema_json) else {
+        return false;
+    };
+    prev.layout == schema.layout
+        && prev.columns.len() == schema.columns.len()
+        && prev
+            .columns
+            .iter()
+            .zip(&schema.columns)
+            .all(|(a, b)| a.name == b.name && a.ty == b.ty && a.date_format == b.date_format)
+}
+
+fn parse_entry(entry: &CatalogEntry) -> Result<(FileSchema, Mapping)> {
+    let schema: FileSchema = serde_json::from_str(&entry.schema_json).map_err(|e| {
+        EtlError::Internal(format!("catalog {} v{}: {e}", entry.source, entry.version))
+    })?;
+    let mapping: Mapping = serde_json::from_str(&entry.mapping_json).map_err(|e| {
+        EtlError::Internal(format!("catalog {} v{}: {e}", entry.source, entry.version))
+    })?;
+    Ok((schema, mapping))
+}
+
+fn summary(
+    f: &FileRecord,
+    entity: Entity,
+    outcome: FileOutcome,
+    error: Option<String>,
+) -> FileSummary {
+    FileSummary {
+        file_id: f.file_id,
+        source: f.source.clone(),
+        name: f.name.clone(),
+        entity: entity.to_string(),
+        outcome,
+        error,
+    }
+}
+
+fn make_lookups(dims: Dims, seen: HashSet<u128>) -> Lookups {
+    let mut d = dims.by_entity;
+    let mut fx = HashMap::new();
+    if let Some(fxd) = d.get(&Entity::FxRates) {
+        for r in fxd.rows().iter().filter(|r| r.is_current) {
+            let (Some(c), Some(m), Some(rate)) = (
+                fxd.value(r, "currency"),
+                fxd.value(r, "month"),
+                fxd.value(r, "rate_to_usd"),
+            ) else {
+                continue;
+            };
+            let ym: Option<i32> = m
+                .get(..4)
+                .and_then(|y| y.parse::<i32>().ok())
+                .zip(m.get(5..7).and_then(|mm| mm.parse::<i32>().ok()))
+                .map(|(y, mm)| y * 100 + mm);
+            if let (Some(ym), Ok(Some(rate))) = (ym, values::parse_decimal(rate, RATE_SCALE)) {
+                fx.insert((c.to_string(), ym), rate);
+            }
+        }
+    }
+    Lookups {
+        products: d
+            .remove(&Entity::Products)
+            .unwrap_or_else(|| Dim::new(Entity::Products)),
+        customers: d
+            .remove(&Entity::Customers)
+            .unwrap_or_else(|| Dim::new(Entity::Customers)),
+        stores: d
+            .remove(&Entity::Stores)
+            .unwrap_or_else(|| Dim::new(Entity::Stores)),
+        sales_team: d
+            .remove(&Entity::SalesTeam)
+            .unwrap_or_else(|| Dim::new(Entity::SalesTeam)),
+        fx,
+        seen,
+    }
+}
+
+enum SalesStep {
+    Done {
+        lookups: Box<Lookups>,
+        outcomes: Vec<(FileRecord, CatalogEntry, FileOutcome)>,
+        rows: Vec<QuarantinedRow>,
+        version: i64,
+        range: Option<(NaiveDate, NaiveDate)>,
+        inferred_rows: (u64, u64),
+    },
+    FileFailed {
+        file_id: i64,
+        error: String,
+    },
+}
+
+enum ScanResult {
+    Done {
+        lookups: Box<Lookups>,
+        outcomes: Vec<(FileRecord, CatalogEntry, FileOutcome)>,
+        rows: Vec<QuarantinedRow>,
+        range: Option<(NaiveDate, NaiveDate)>,
+        inferred_rows: (u64, u64),
+    },
+    Failed {
+        file_id: i64,
+        error: String,
+    },
+}
+
+type Prepared = (
+    FileRecord,
+    CatalogEntry,
+    FileSchema,
+    Mapping,
+    Box<dyn Read + Send>,
+    SourceRules,
+);
+
+/// Scan every sales file in order, sending fact batches to the writer. Runs on its own thread.
+fn scan_sales(
+    files: Vec<Prepared>,
+    mut lookups: Lookups,
+    tx: mpsc::Sender<BatchResult>,
+    batch_size: usize,
+    run_id: i64,
+    now: i64,
+    progress: &ProgressCounter<'_>,
+) -> ScanResult {
+    let mut outcomes = Vec::new();
+    let mut quarantine = Vec::new();
+    let mut range: Option<(NaiveDate, NaiveDate)> = None;
+    let mut inferred_rows = (0, 0);
+    for (f, entry, schema, mapping, reader, rules) in files {
+        let columns: HashMap<String, usize> = mapping
+            .columns
+            .iter()
+            .filter_map(|(src, canon)| {
+                schema
+                    .layout
+                    .columns
+                    .iter()
+                    .position(|c| c == src)
+                    .map(|i| (canon.clone(), i))
+            })
+            .collect();
+        let mut sink = SalesSink {
+            t: SalesTransform::new(
+                &mut lookups,
+                rules,
+                &columns,
+                f.file_id,
+                run_id,
+                now,
+                batch_size,
+            ),
+            columns: &schema.layout.columns,
+            file: &f,
+            outcome: FileOutcome {
+                file_id: f.file_id,
+                ..Default::default()
+            },
+            quarantine: &mut quarantine,
+            tx: &tx,
+            batch_size,
+            closed: false,
+        };
+        let reader = CountingReader {
+            inner: reader,
+            progress,
+        };
+        let scanned = scan::scan(
+            &f.name,
+            reader,
+            &schema.layout,
+            &schema.layout.columns,
+            &mut sink,
+        );
+        let flushed = if scanned.is_ok() && sink.t.out.rows() > 0 {
+            let batch = sink.t.out.finish();
+            tx.blocking_send(Ok(batch)).is_ok()
+        } else {
+            true
+        };
+        if let Err(e) = scanned {
+            let error = e.to_string();
+            let _ = tx.blocking_send(Err(DataFusionError::External(
+                format!("file {} failed: {error}", f.name).into(),
+            )));
+            return ScanResult::Failed {
+                file_id: f.file_id,
+                error,
+            };
+        }
+        if !flushed || sink.closed {
+            return ScanResult::Failed {
+                file_id: f.file_id,
+                error: format!("{}: the table writer stopped", f.name),
+            };
+        }
+        let (c, p) = sink.t.inferred_rows;
+        inferred_rows.0 += c;
+        inferred_rows.1 += p;
+        if let Some((lo, hi)) = sink.t.date_range {
+            range = Some(range.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+        }
+        let outcome = sink.outcome;
+        outcomes.push((f, entry, outcome));
+    }
+    drop(tx);
+    ScanResult::Done {
+        lookups: Box::new(lookups),
+        outcomes,
+        rows: quarantine,
+        range,
+        inferred_rows,
+    }
+}
+
+struct SalesSink<'a, 'l> {
+    t: SalesTransform<'l>,
+    columns: &'a [String],
+    file: &'a FileRecord,
+    outcome: FileOutcome,
+    quarantine: &'a mut Vec<QuarantinedRow>,
+    tx: &'a mpsc::Sender<BatchResult>,
+    batch_size: usize,
+    closed: bool,
+}
+
+impl ScanSink for SalesSink<'_, '_> {
+    fn record(&mut self, line: u64, values: &[Option<&str>]) -> std::result::Result<(), ScanError> {
+        self.outcome.rows_in += 1;
+        match self.t.process(line, values) {
+            Outcome::Loaded => {
+                self.outcome.loaded += 1;
+                if self.t.out.rows() >= self.batch_size {
+                    let batch = self.t.out.finish();
+                    if self.tx.blocking_send(Ok(batch)).is_err() {
+                        self.closed = true;
+                        return Err(ScanError::sink("the table writer stopped"));
+                    }
+                }
+            }
+            Outcome::Duplicate => self.outcome.duplicates += 1,
+            Outcome::Rejected(reason, detail) => {
+                *self
+                    .outcome
+                    .quarantined
+                    .entry(reason.as_str().to_string())
+                    .or_default() += 1;
+                self.quarantine.push(QuarantinedRow {
+                    entity: Entity::Sales.to_string(),
+                    source: self.file.source.clone(),
+                    file_id: self.file.file_id,
+                    file_name: self.file.name.clone(),
+                    line: line as i64,
+                    reason,
+                    detail,
+                    record: record_json(self.columns, values),
+                    origin: None,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn malformed(
+        &mut self,
+        line: u64,
+        problem: &str,
+        raw: &str,
+    ) -> std::result::Result<(), ScanError> {
+        self.outcome.rows_in += 1;
+        *self
+            .outcome
+            .quarantined
+            .entry(ReasonCode::MalformedRow.as_str().to_string())
+            .or_default() += 1;
+        self.quarantine
+            .push(malformed_row(Entity::Sales, self.file, line, problem, raw));
+        Ok(())
+    }
+}
+
+fn malformed_row(
+    entity: Entity,
+    file: &FileRecord,
+    line: u64,
+    problem: &str,
+    raw: &str,
+) -> QuarantinedRow {
+    let raw: String = raw.chars().take(4096).collect();
+    QuarantinedRow {
+        entity: entity.to_string(),
+        source: file.source.clone(),
+        file_id: file.file_id,
+        file_name: file.name.clone(),
+        line: line as i64,
+        reason: ReasonCode::MalformedRow,
+        detail: problem.to_string(),
+        record: serde_json::json!({ "_raw": raw }).to_string(),
+        origin: None,
+    }
+}
+
+/// Validates reference records into canonical values.
+struct RefSink {
+    entity: Entity,
+    file: FileRecord,
+    /// Record column of each entity field.
+    idx: Vec<Option<usize>>,
+    columns: Vec<String>,
+    date_format: Option<String>,
+    pii: PiiKey,
+    rows: Vec<Vec<Option<String>>>,
+    outcome: FileOutcome,
+    quarantine: Vec<QuarantinedRow>,
+}
+
+impl RefSink {
+    fn new(
+        entity: Entity,
+        file: &FileRecord,
+        schema: &FileSchema,
+        mapping: &Mapping,
+        pii: PiiKey,
+    ) -> RefSink {
+        let idx = entity
+            .fields()
+            .iter()
+            .map(|f| {
+                mapping
+                    .columns
+                    .iter()
+                    .find(|(_, c)| c == f.name)
+                    .and_then(|(src, _)| schema.layout.columns.iter().position(|c| c == src))
+            })
+            .collect();
+        RefSink {
+            entity,
+            file: file.clone(),
+            idx,
+            columns: schema.layout.columns.clone(),
+            date_format: mapping.date_format.clone(),
+            pii,
+            rows: Vec::new(),
+            outcome: FileOutcome {
+                file_id: file.file_id,
+                ..Default::default()
+            },
+            quarantine: Vec::new(),
+        }
+    }
+
+    fn convert(
+        &self,
+        values: &[Option<&str>],
+    ) -> std::result::Result<Vec<Option<String>>, Rejection> {
+        let fields = self.entity.fields();
+        let mut out = Vec::with_capacity(fields.len());
+        for (f, idx) in fields.iter().zip(&self.idx) {
+            let raw = idx
+                .and_then(|i| values.get(i).copied().flatten())
+                .unwrap_or("");
+            let v = if f.pii {
+                values::clean_text(raw).and_then(|t| self.pii.hash(f.name, &t))
+            } else if self.entity == Entity::FxRates && f.name == "month" {
+                match values::clean_text(raw) {
+                    None => None,
+                    Some(t) => Some(
+                        parse_month(&t, self.date_format.as_deref())
+                            .ok_or((ReasonCode::BadDate, format!("month: {t:?} is not a month")))?,
+                    ),
+                }
+            } else if f.name == "currency" {
+                match values::normalize_currency(raw) {
+                    Ok(c) => c.map(str::to_string),
+                    Err(code) => {
+                        return Err((
+                            ReasonCode::UnknownCurrency,
+                            format!("currency {code:?} is not a known ISO 4217 code"),
+                        ));
+                    }
+                }
+            } else {
+                canonical(f, raw, self.date_format.as_deref())?
+            };
+            if f.key && v.is_none() {
+                return Err((ReasonCode::MissingKey, format!("{} is empty", f.name)));
+            }
+            out.push(v);
+        }
+        // Derived: full names from first and last names.
+        if let (Some(fi), Some(li), Some(ni)) = (
+            pos(self.entity, "first_name"),
+            pos(self.entity, "last_name"),
+            pos(self.entity, "full_name"),
+        ) && out[ni].is_none()
+        {
+            let parts: Vec<&str> = [&out[fi], &out[li]]
+                .iter()
+                .filter_map(|v| v.as_deref())
+                .collect();
+            if !parts.is_empty() {
+                out[ni] = Some(parts.join(" "));
+            }
+        }
+        debug_assert!(natural_key(self.entity, &out).is_some());
+        Ok(out)
+    }
+}
+
+fn pos(entity: Entity, name: &str) -> Option<usize> {
+    entity.fields().iter().position(|f| f.name == name)
+}
+
+impl ScanSink for RefSink {
+    fn record(&mut self, line: u64, values: &[Option<&str>]) -> std::result::Result<(), ScanError> {
+        self.outcome.rows_in += 1;
+        match self.convert(values) {
+            Ok(v) => self.rows.push(v),
+            Err((reason, detail)) => {
+                *self
+                    .outcome
+                    .quarantined
+                    .entry(reason.as_str().to_string())
+                    .or_default() += 1;
+                self.quarantine.push(QuarantinedRow {
+                    entity: self.entity.to_string(),
+                    source: self.file.source.clone(),
+                    file_id: self.file.file_id,
+                    file_name: self.file.name.clone(),
+                    line: line as i64,
+                    reason,
+                    detail,
+                    record: record_json(&self.columns, values),
+                    origin: None,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn malformed(
+        &mut self,
+        line: u64,
+        problem: &str,
+        raw: &str,
+    ) -> std::result::Result<(), ScanError> {
+        self.outcome.rows_in += 1;
+        *self
+            .outcome
+            .quarantined
+            .entry(ReasonCode::MalformedRow.as_str().to_string())
+            .or_default() += 1;
+        self.quarantine
+            .push(malformed_row(self.entity, &self.file, line, problem, raw));
+        Ok(())
+    }
+}
+
+/// Progress in bytes read, reported in chunks.
+struct ProgressCounter<'a> {
+    progress: &'a dyn Progress,
+}
+
+impl<'a> ProgressCounter<'a> {
+    fn new(progress: &'a dyn Progress) -> Self {
+        ProgressCounter { progress }
+    }
+}
+
+struct CountingReader<'a, 'p> {
+    inner: Box<dyn Read + Send>,
+    progress: &'a ProgressCounter<'p>,
+}
+
+impl Read for CountingReader<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.progress.advance(n as u64);
+        Ok(n)
+    }
+}
+
+/// A spawned task that is aborted when its handle is dropped (an early return or a panic
+/// never leaves a writer running behind the run's back).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The calendar from `start` to `end`.
+fn dim_date_batch(start: NaiveDate, end: NaiveDate) -> Result<RecordBatch> {
+    let days: Vec<NaiveDate> = start.iter_days().take_while(|d| *d <= end).collect();
+    let i32s = |f: &dyn Fn(&NaiveDate) -> i32| -> ArrayRef {
+        Arc::new(Int32Array::from_iter_values(days.iter().map(f)))
+    };
+    let strs = |f: &dyn Fn(&NaiveDate) -> String| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(days.iter().map(f)))
+    };
+    let cols: Vec<ArrayRef> = vec![
+        i32s(&|d| d.year() * 10_000 + d.month() as i32 * 100 + d.day() as i32),
+        Arc::new(Date32Array::from_iter_values(
+            days.iter().map(|d| days_since_epoch(*d)),
+        )),
+        i32s(&|d| d.year()),
+        i32s(&|d| (d.month0() / 3 + 1) as i32),
+        i32s(&|d| d.month() as i32),
+        strs(&|d| d.format("%B").to_string()),
+        strs(&|d| d.format("%Y-%m").to_string()),
+        i32s(&|d| d.day() as i32),
+        i32s(&|d| d.weekday().number_from_monday() as i32),
+        strs(&|d| d.format("%A").to_string()),
+        Arc::new(BooleanArray::from_iter(
+            days.iter()
+                .map(|d| Some(d.weekday().number_from_monday() >= 6)),
+        )),
+        i32s(&|d| d.iso_week().week() as i32),
+    ];
+    let schema: SchemaRef = DIM_DATE.clone();
+    Ok(RecordBatch::try_new(schema, cols)?)
+}
+
+/// Crash-test hook: `SHOPLAKE_FAILPOINT=<name>` aborts the process at that point, as a power
+/// cut would. Used by the recovery tests; inert otherwise.
+fn failpoint(name: &str) {
+    if std::env::var("SHOPLAKE_FAILPOINT").is_ok_and(|v| v == name) {
+        eprintln!("failpoint {name}: aborting");
+        std::process::abort();
+    }
+}
+
+/// One run at a time per lake: a lock file holding the owner's pid. A lock left by a process
+/// that no longer exists is taken over.
+struct RunLock {
+    path: PathBuf,
+}
+
+impl RunLock {
+    fn acquire(state_dir: &Path) -> Result<RunLock> {
+        std::fs::create_dir_all(state_dir).map_err(|e| EtlError::Input {
+            path: state_dir.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let path = state_dir.join("run.lock");
+        let me = std::process::id();
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    let _ = writeln!(f, "{me} {}", Utc::now().to_rfc3339());
+                    return Ok(RunLock { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let text = std::fs::read_to_string(&path).unwrap_or_default();
+                    let mut parts = text.split_whitespace();
+                    let pid: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+                    let since = parts.next().unwrap_or("?").to_string();
+                    if pid != 0 && pid != me && Path::new(&format!("/proc/{pid}")).exists() {
+                        return Err(EtlError::Locked {
+                            pid,
+                            since,
+                            path: path.display().to_string(),
+                        });
+                    }
+                    tracing::warn!(pid, "taking over a lock left by a process that is gone");
+                    let _ = std::fs::remove_file(&path);
+                }
+                Err(e) => {
+                    return Err(EtlError::Input {
+                        path: path.display().to_string(),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+        Err(EtlError::Input {
+            path: path.display().to_string(),
+            message: "cannot take the run lock".into(),
+        })
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
