@@ -782,6 +782,16 @@ fn infer_csv(
         },
     };
     let quote = b'"';
+    if config.and_then(|c| c.delimiter).is_some()
+        && csv_reader(text, delimiter, quote)
+            .into_records()
+            .filter_map(Result::ok)
+            .next()
+            .is_some_and(|r| r.len() == 1)
+    {
+        // The configured delimiter splits nothing: say so if another one is there.
+        check_single_column(file, &lines)?;
+    }
     let mut records: Vec<csv::StringRecord> = csv_reader(text, delimiter, quote)
         .into_records()
         .filter_map(Result::ok)

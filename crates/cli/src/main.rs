@@ -1,1 +1,84 @@
-fn main() {}
+//! `shoplake`: the one binary. The composition root: parses the command line, opens the lake
+//! (config < environment < flags), wires the stages together and prints what happened.
+
+mod commands;
+mod context;
+mod output;
+mod progress;
+
+use clap::{Parser, Subcommand};
+use context::GlobalArgs;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(name = "shoplake", version, about = "Retail analytics data lake and ETL pipeline", long_about = None)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate sample data, ingest, crawl and run it, and print headline numbers.
+    Demo(commands::DemoArgs),
+    /// Generate seeded, messy retail source files (CSV, JSON, NDJSON).
+    Generate(commands::GenerateArgs),
+    /// Copy files (or folders of files) into the raw zone and the file ledger.
+    Ingest {
+        /// Files or folders; a folder's sub-folders name the sources.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Source name for every file (default: from the folder or file name).
+        #[arg(long)]
+        source: Option<String>,
+    },
+    /// Infer the schema and mapping of new files and report schema drift.
+    Crawl,
+    /// Process every pending file into the star schema.
+    Run,
+    /// Run SQL over the lake (no query: an interactive prompt).
+    Sql(commands::SqlArgs),
+    /// List the lake's tables and the system tables.
+    Tables,
+    /// Show a table's columns.
+    Describe { table: String },
+    /// Show a table's versions.
+    History { table: String },
+    /// List quarantined rows by source and reason, or replay them.
+    Quarantine(commands::QuarantineArgs),
+    /// List the file ledger.
+    Files,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.global.log_json);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = runtime.block_on(commands::dispatch(cli.command, &cli.global));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_tracing(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("SHOPLAKE_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.with_target(false).init();
+    }
+}

@@ -142,11 +142,16 @@ pub fn format_decimal(v: i128, scale: u32) -> String {
 }
 
 /// Multiply two scaled decimals and round half away from zero to `out_scale`.
+/// Saturates instead of overflowing, so callers can range-check the result.
 pub fn mul_round(a: i128, a_scale: u32, b: i128, b_scale: u32, out_scale: u32) -> i128 {
-    let prod = a * b;
+    let prod = a.checked_mul(b).unwrap_or(if (a < 0) != (b < 0) {
+        i128::MIN + 1
+    } else {
+        i128::MAX
+    });
     let shift = a_scale + b_scale;
     if shift <= out_scale {
-        return prod * 10i128.pow(out_scale - shift);
+        return prod.saturating_mul(10i128.pow(out_scale - shift));
     }
     let div = 10i128.pow(shift - out_scale);
     let q = prod / div;

@@ -723,10 +723,10 @@ impl<'a> Sales<'a> {
         let mut tally = Tally::default();
         let mut buf = Vec::with_capacity(CHUNK + 4096);
         let mut sink = match layout {
-            Layout::CsvGz => Sink::Gzip(flate2::write::GzEncoder::new(
+            Layout::CsvGz => Sink::Gzip(Box::new(flate2::write::GzEncoder::new(
                 w,
                 flate2::Compression::fast(),
-            )),
+            ))),
             _ => Sink::Plain(w),
         };
         match layout {
@@ -796,7 +796,7 @@ fn push_amount_text(out: &mut Vec<u8>, line: &Line) {
 
 enum Sink<'w> {
     Plain(&'w mut dyn Write),
-    Gzip(flate2::write::GzEncoder<&'w mut dyn Write>),
+    Gzip(Box<flate2::write::GzEncoder<&'w mut dyn Write>>),
 }
 
 impl Sink<'_> {

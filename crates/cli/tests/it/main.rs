@@ -1,0 +1,10 @@
+//! Integration tests of the whole flow, on real files in temporary folders: one test binary
+//! for the crate (faster to link).
+
+mod bad_input;
+mod generated;
+mod recovery;
+mod replay;
+mod seeds;
+mod slt;
+mod util;
