@@ -459,10 +459,11 @@ impl Pipeline {
         let mut sales_files = by_entity.remove(&Entity::Sales).unwrap_or_default();
         let mut date_range = None;
         if !sales_files.is_empty() {
-            let seen = self.existing_sale_keys().await?;
             let reference = dims.clone();
             loop {
-                let lookups = make_lookups(dims.clone(), seen.clone());
+                // Read per attempt rather than cloned: the keys are the largest thing a run holds.
+                let seen = self.existing_sale_keys().await?;
+                let lookups = make_lookups(dims.clone(), seen);
                 match self
                     .load_sales(run_id, &sales_files, lookups, now, progress)
                     .await?

@@ -2,6 +2,7 @@
 //! for the crate (faster to link).
 
 mod bad_input;
+mod cli;
 mod generated;
 mod recovery;
 mod replay;
