@@ -123,20 +123,15 @@ struct Dims {
     by_entity: BTreeMap<Entity, Dim>,
 }
 
-const REFERENCE: [Entity; 6] = [
-    Entity::FxRates,
-    Entity::Stores,
-    Entity::Products,
-    Entity::Customers,
-    Entity::SalesTeam,
-    Entity::Campaigns,
-];
+/// Reference entities in load order (everything a sale resolves against).
+fn reference_entities() -> impl Iterator<Item = Entity> {
+    Entity::ALL.into_iter().filter(|e| *e != Entity::Sales)
+}
 
 /// Every table a run may write (for version snapshots and rollback).
 fn all_tables() -> Vec<TableId> {
-    let mut t: Vec<TableId> = REFERENCE
-        .iter()
-        .map(|e| TableId::processed(dim_table(*e).0))
+    let mut t: Vec<TableId> = reference_entities()
+        .map(|e| TableId::processed(dim_table(e).0))
         .collect();
     t.push(TableId::processed("dim_date"));
     t.push(TableId::processed("fact_sales"));
@@ -436,7 +431,7 @@ impl Pipeline {
         }
 
         let mut dims = self.load_dims().await?;
-        for entity in REFERENCE {
+        for entity in reference_entities() {
             for (f, entry) in by_entity.remove(&entity).unwrap_or_default() {
                 match self
                     .load_reference(run_id, entity, &f, &entry, &mut dims, now, progress)
@@ -570,7 +565,7 @@ impl Pipeline {
 
     async fn load_dims(&self) -> Result<Dims> {
         let mut by_entity = BTreeMap::new();
-        for e in REFERENCE {
+        for e in reference_entities() {
             let id = TableId::processed(dim_table(e).0);
             let dim = match self.tables.read_all(&id).await? {
                 Some((_, batches)) => Dim::from_batches(e, &batches)
@@ -651,14 +646,14 @@ impl Pipeline {
             .by_entity
             .get_mut(&entity)
             .expect("every reference entity has a dim");
-        let mut outcome = sink.outcome;
+        let mut outcome = sink.tally.outcome;
         for values in sink.rows {
             match dim.apply(values, now, f.file_id) {
                 Applied::Loaded => outcome.loaded += 1,
                 Applied::Duplicate => outcome.duplicates += 1,
             }
         }
-        Ok(Ok((outcome, sink.quarantine)))
+        Ok(Ok((outcome, sink.tally.quarantine)))
     }
 
     async fn load_sales(
@@ -877,6 +872,22 @@ fn summary(
     }
 }
 
+/// Canonical field -> record column index, for a file read by `schema.layout.columns`.
+fn field_columns(mapping: &Mapping, schema: &FileSchema) -> HashMap<String, usize> {
+    mapping
+        .columns
+        .iter()
+        .filter_map(|(src, canon)| {
+            schema
+                .layout
+                .columns
+                .iter()
+                .position(|c| c == src)
+                .map(|i| (canon.clone(), i))
+        })
+        .collect()
+}
+
 fn make_lookups(dims: Dims, seen: HashSet<u128>) -> Lookups {
     let mut d = dims.by_entity;
     let mut fx = HashMap::new();
@@ -970,18 +981,7 @@ fn scan_sales(
     let mut range: Option<(NaiveDate, NaiveDate)> = None;
     let mut inferred_rows = (0, 0);
     for (f, entry, schema, mapping, reader, rules) in files {
-        let columns: HashMap<String, usize> = mapping
-            .columns
-            .iter()
-            .filter_map(|(src, canon)| {
-                schema
-                    .layout
-                    .columns
-                    .iter()
-                    .position(|c| c == src)
-                    .map(|i| (canon.clone(), i))
-            })
-            .collect();
+        let columns = field_columns(&mapping, &schema);
         let mut sink = SalesSink {
             t: SalesTransform::new(
                 &mut lookups,
@@ -992,13 +992,7 @@ fn scan_sales(
                 now,
                 batch_size,
             ),
-            columns: &schema.layout.columns,
-            file: &f,
-            outcome: FileOutcome {
-                file_id: f.file_id,
-                ..Default::default()
-            },
-            quarantine: &mut quarantine,
+            tally: FileTally::new(Entity::Sales, &f, &schema.layout.columns),
             tx: &tx,
             batch_size,
             closed: false,
@@ -1042,8 +1036,8 @@ fn scan_sales(
         if let Some((lo, hi)) = sink.t.date_range {
             range = Some(range.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
         }
-        let outcome = sink.outcome;
-        outcomes.push((f, entry, outcome));
+        quarantine.extend(sink.tally.quarantine);
+        outcomes.push((f, entry, sink.tally.outcome));
     }
     drop(tx);
     ScanResult::Done {
@@ -1057,10 +1051,7 @@ fn scan_sales(
 
 struct SalesSink<'a, 'l> {
     t: SalesTransform<'l>,
-    columns: &'a [String],
-    file: &'a FileRecord,
-    outcome: FileOutcome,
-    quarantine: &'a mut Vec<QuarantinedRow>,
+    tally: FileTally,
     tx: &'a mpsc::Sender<BatchResult>,
     batch_size: usize,
     closed: bool,
@@ -1068,10 +1059,10 @@ struct SalesSink<'a, 'l> {
 
 impl ScanSink for SalesSink<'_, '_> {
     fn record(&mut self, line: u64, values: &[Option<&str>]) -> std::result::Result<(), ScanError> {
-        self.outcome.rows_in += 1;
+        self.tally.outcome.rows_in += 1;
         match self.t.process(line, values) {
             Outcome::Loaded => {
-                self.outcome.loaded += 1;
+                self.tally.outcome.loaded += 1;
                 if self.t.out.rows() >= self.batch_size {
                     let batch = self.t.out.finish();
                     if self.tx.blocking_send(Ok(batch)).is_err() {
@@ -1080,25 +1071,8 @@ impl ScanSink for SalesSink<'_, '_> {
                     }
                 }
             }
-            Outcome::Duplicate => self.outcome.duplicates += 1,
-            Outcome::Rejected(reason, detail) => {
-                *self
-                    .outcome
-                    .quarantined
-                    .entry(reason.as_str().to_string())
-                    .or_default() += 1;
-                self.quarantine.push(QuarantinedRow {
-                    entity: Entity::Sales.to_string(),
-                    source: self.file.source.clone(),
-                    file_id: self.file.file_id,
-                    file_name: self.file.name.clone(),
-                    line: line as i64,
-                    reason,
-                    detail,
-                    record: record_json(self.columns, values),
-                    origin: None,
-                });
-            }
+            Outcome::Duplicate => self.tally.outcome.duplicates += 1,
+            Outcome::Rejected(reason, detail) => self.tally.reject(line, reason, detail, values),
         }
         Ok(())
     }
@@ -1109,51 +1083,77 @@ impl ScanSink for SalesSink<'_, '_> {
         problem: &str,
         raw: &str,
     ) -> std::result::Result<(), ScanError> {
-        self.outcome.rows_in += 1;
-        *self
-            .outcome
-            .quarantined
-            .entry(ReasonCode::MalformedRow.as_str().to_string())
-            .or_default() += 1;
-        self.quarantine
-            .push(malformed_row(Entity::Sales, self.file, line, problem, raw));
+        self.tally.malformed(line, problem, raw);
         Ok(())
     }
 }
 
-fn malformed_row(
+/// One file's row accounting: its counts by outcome and its quarantined rows.
+struct FileTally {
     entity: Entity,
-    file: &FileRecord,
-    line: u64,
-    problem: &str,
-    raw: &str,
-) -> QuarantinedRow {
-    let raw: String = raw.chars().take(4096).collect();
-    QuarantinedRow {
-        entity: entity.to_string(),
-        source: file.source.clone(),
-        file_id: file.file_id,
-        file_name: file.name.clone(),
-        line: line as i64,
-        reason: ReasonCode::MalformedRow,
-        detail: problem.to_string(),
-        record: serde_json::json!({ "_raw": raw }).to_string(),
-        origin: None,
+    file: FileRecord,
+    columns: Vec<String>,
+    outcome: FileOutcome,
+    quarantine: Vec<QuarantinedRow>,
+}
+
+impl FileTally {
+    fn new(entity: Entity, file: &FileRecord, columns: &[String]) -> FileTally {
+        FileTally {
+            entity,
+            file: file.clone(),
+            columns: columns.to_vec(),
+            outcome: FileOutcome {
+                file_id: file.file_id,
+                ..Default::default()
+            },
+            quarantine: Vec::new(),
+        }
+    }
+
+    /// A record rejected for a reason: counted, and kept with its original values.
+    fn reject(&mut self, line: u64, reason: ReasonCode, detail: String, values: &[Option<&str>]) {
+        let record = record_json(&self.columns, values);
+        self.push(line, reason, detail, record);
+    }
+
+    /// A record that could not be parsed at all: kept as its raw text.
+    fn malformed(&mut self, line: u64, problem: &str, raw: &str) {
+        self.outcome.rows_in += 1;
+        let raw: String = raw.chars().take(4096).collect();
+        let record = serde_json::json!({ "_raw": raw }).to_string();
+        self.push(line, ReasonCode::MalformedRow, problem.to_string(), record);
+    }
+
+    fn push(&mut self, line: u64, reason: ReasonCode, detail: String, record: String) {
+        *self
+            .outcome
+            .quarantined
+            .entry(reason.as_str().to_string())
+            .or_default() += 1;
+        self.quarantine.push(QuarantinedRow {
+            entity: self.entity.to_string(),
+            source: self.file.source.clone(),
+            file_id: self.file.file_id,
+            file_name: self.file.name.clone(),
+            line: line as i64,
+            reason,
+            detail,
+            record,
+            origin: None,
+        });
     }
 }
 
 /// Validates reference records into canonical values.
 struct RefSink {
     entity: Entity,
-    file: FileRecord,
     /// Record column of each entity field.
     idx: Vec<Option<usize>>,
-    columns: Vec<String>,
     date_format: Option<String>,
     pii: PiiKey,
     rows: Vec<Vec<Option<String>>>,
-    outcome: FileOutcome,
-    quarantine: Vec<QuarantinedRow>,
+    tally: FileTally,
 }
 
 impl RefSink {
@@ -1177,17 +1177,11 @@ impl RefSink {
             .collect();
         RefSink {
             entity,
-            file: file.clone(),
             idx,
-            columns: schema.layout.columns.clone(),
             date_format: mapping.date_format.clone(),
             pii,
             rows: Vec::new(),
-            outcome: FileOutcome {
-                file_id: file.file_id,
-                ..Default::default()
-            },
-            quarantine: Vec::new(),
+            tally: FileTally::new(entity, file, &schema.layout.columns),
         }
     }
 
@@ -1255,27 +1249,10 @@ fn pos(entity: Entity, name: &str) -> Option<usize> {
 
 impl ScanSink for RefSink {
     fn record(&mut self, line: u64, values: &[Option<&str>]) -> std::result::Result<(), ScanError> {
-        self.outcome.rows_in += 1;
+        self.tally.outcome.rows_in += 1;
         match self.convert(values) {
             Ok(v) => self.rows.push(v),
-            Err((reason, detail)) => {
-                *self
-                    .outcome
-                    .quarantined
-                    .entry(reason.as_str().to_string())
-                    .or_default() += 1;
-                self.quarantine.push(QuarantinedRow {
-                    entity: self.entity.to_string(),
-                    source: self.file.source.clone(),
-                    file_id: self.file.file_id,
-                    file_name: self.file.name.clone(),
-                    line: line as i64,
-                    reason,
-                    detail,
-                    record: record_json(&self.columns, values),
-                    origin: None,
-                });
-            }
+            Err((reason, detail)) => self.tally.reject(line, reason, detail, values),
         }
         Ok(())
     }
@@ -1286,14 +1263,7 @@ impl ScanSink for RefSink {
         problem: &str,
         raw: &str,
     ) -> std::result::Result<(), ScanError> {
-        self.outcome.rows_in += 1;
-        *self
-            .outcome
-            .quarantined
-            .entry(ReasonCode::MalformedRow.as_str().to_string())
-            .or_default() += 1;
-        self.quarantine
-            .push(malformed_row(self.entity, &self.file, line, problem, raw));
+        self.tally.malformed(line, problem, raw);
         Ok(())
     }
 }

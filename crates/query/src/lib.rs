@@ -137,14 +137,10 @@ impl LakeQuery {
         if let Some((_, id)) = self.registered.iter().find(|(n, _)| n == name) {
             return Ok(id.clone());
         }
-        let best = self
-            .registered
-            .iter()
-            .map(|(n, _)| n.as_str())
-            .min_by_key(|n| strsim(name, n))
-            .filter(|n| strsim(name, n) <= 3)
-            .map(|n| format!("; did you mean {n:?}?"))
-            .unwrap_or_else(|| "; `shoplake tables` lists them".to_string());
+        let best =
+            shoplake_core::did_you_mean(name, self.registered.iter().map(|(n, _)| n.as_str()))
+                .map(|n| format!("; did you mean {n:?}?"))
+                .unwrap_or_else(|| "; `shoplake tables` lists them".to_string());
         Err(QueryError::UnknownTable {
             name: name.to_string(),
             hint: best,
@@ -423,19 +419,4 @@ fn batch_of(cols: &[(&str, Col)]) -> Result<RecordBatch> {
     }
     let schema: SchemaRef = Arc::new(Schema::new(fields));
     Ok(RecordBatch::try_new(schema, arrays).map_err(datafusion::error::DataFusionError::from)?)
-}
-
-fn strsim(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }

@@ -171,19 +171,7 @@ impl Pipeline {
                     keep.extend(rows);
                     continue;
                 };
-                let columns: HashMap<String, usize> = plan
-                    .mapping
-                    .columns
-                    .iter()
-                    .filter_map(|(src, canon)| {
-                        plan.schema
-                            .layout
-                            .columns
-                            .iter()
-                            .position(|c| c == src)
-                            .map(|i| (canon.clone(), i))
-                    })
-                    .collect();
+                let columns = field_columns(&plan.mapping, &plan.schema);
                 let rules = self.rules(&plan.file, &plan.mapping);
                 let mut t = SalesTransform::new(
                     &mut lookups,
