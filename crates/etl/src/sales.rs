@@ -609,3 +609,236 @@ impl FactBuilder {
             .expect("builders match the fact_sales schema")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::util::display::array_value_to_string;
+
+    fn lookups() -> Lookups {
+        let mut products = Dim::new(shoplake_core::Entity::Products);
+        let p = |id: &str, name: &str, cat: &str| -> Vec<Option<String>> {
+            shoplake_core::Entity::Products
+                .fields()
+                .iter()
+                .map(|f| match f.name {
+                    "product_id" => Some(id.to_string()),
+                    "product_name" => Some(name.to_string()),
+                    "category" => Some(cat.to_string()),
+                    _ => None,
+                })
+                .collect()
+        };
+        products.apply(p("P1", "Blue Mug", "Home"), 0, 1);
+        let mut stores = Dim::new(shoplake_core::Entity::Stores);
+        let s: Vec<Option<String>> = shoplake_core::Entity::Stores
+            .fields()
+            .iter()
+            .map(|f| match f.name {
+                "store_id" => Some("7".to_string()),
+                "region" => Some("West".to_string()),
+                _ => None,
+            })
+            .collect();
+        stores.apply(s, 0, 1);
+        Lookups {
+            products,
+            customers: Dim::new(shoplake_core::Entity::Customers),
+            stores,
+            sales_team: Dim::new(shoplake_core::Entity::SalesTeam),
+            fx: HashMap::from([(("EUR".to_string(), 202503), 108_000_000)]),
+            seen: HashSet::new(),
+        }
+    }
+
+    fn rules(policy: UnknownMembers) -> SourceRules {
+        SourceRules {
+            source: "pos".into(),
+            date_format: Some("%Y-%m-%d".into()),
+            default_currency: "USD",
+            default_channel: "store".into(),
+            unknown_members: policy,
+        }
+    }
+
+    const COLS: [&str; 9] = [
+        "transaction_id",
+        "sales_date",
+        "customer_id",
+        "product_id",
+        "product_name",
+        "store_id",
+        "quantity",
+        "unit_price",
+        "amount",
+    ];
+    const CURRENCY: usize = 9;
+
+    fn columns() -> HashMap<String, usize> {
+        let mut m: HashMap<String, usize> = COLS
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.to_string(), i))
+            .collect();
+        m.insert("currency".into(), CURRENCY);
+        m
+    }
+
+    fn row<'a>(
+        txn: &'a str,
+        date: &'a str,
+        product: &'a str,
+        qty: &'a str,
+        price: &'a str,
+        amount: &'a str,
+        currency: &'a str,
+    ) -> Vec<Option<&'a str>> {
+        vec![
+            Some(txn),
+            Some(date),
+            Some("C1"),
+            Some(product).filter(|p| !p.is_empty()),
+            None,
+            Some("7"),
+            Some(qty),
+            Some(price),
+            Some(amount),
+            Some(currency),
+        ]
+    }
+
+    #[test]
+    fn validates_fills_converts_and_dedupes() {
+        let mut l = lookups();
+        let mut t = SalesTransform::new(
+            &mut l,
+            rules(UnknownMembers::Infer),
+            &columns(),
+            1,
+            1,
+            0,
+            16,
+        );
+        assert_eq!(
+            t.process(2, &row("T1", "2025-03-04", "P1", "2", "2.50", "", "EUR")),
+            Outcome::Loaded
+        );
+        assert_eq!(
+            t.process(3, &row("T1", "2025-03-04", "P1", "2", "2.50", "", "EUR")),
+            Outcome::Duplicate
+        );
+        let rejected = |o: Outcome| match o {
+            Outcome::Rejected(r, _) => r,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            rejected(t.process(4, &row("T2", "2025-02-30", "P1", "1", "1", "1", ""))),
+            ReasonCode::BadDate
+        );
+        assert_eq!(
+            rejected(t.process(5, &row("T3", "2025-03-04", "P1", "x", "1", "1", ""))),
+            ReasonCode::BadNumber
+        );
+        assert_eq!(
+            rejected(t.process(6, &row("T4", "2025-03-04", "P1", "1", "", "", ""))),
+            ReasonCode::MissingAmount
+        );
+        assert_eq!(
+            rejected(t.process(7, &row("T5", "2025-03-04", "P1", "1", "1", "1", "XYZ"))),
+            ReasonCode::UnknownCurrency
+        );
+        assert_eq!(
+            rejected(t.process(8, &row("T6", "2025-04-04", "P1", "1", "1", "1", "EUR"))),
+            ReasonCode::MissingFxRate
+        );
+        assert_eq!(
+            rejected(t.process(9, &row("T7", "2025-03-04", "", "1", "1", "1", ""))),
+            ReasonCode::MissingKey
+        );
+        assert_eq!(
+            rejected(t.process(
+                10,
+                &row("T8", "2025-03-04", "P1", "1", "1", "99999999999999999", "")
+            )),
+            ReasonCode::BadNumber
+        );
+        // An unknown product loads against an inferred member.
+        assert_eq!(
+            t.process(11, &row("T9", "2025-03-05", "P404", "1", "4", "4.00", "")),
+            Outcome::Loaded
+        );
+        let batch = t.out.finish();
+        assert_eq!(batch.num_rows(), 2);
+        let cell = |name: &str, r: usize| {
+            array_value_to_string(batch.column_by_name(name).unwrap(), r).unwrap()
+        };
+        // 2 x 2.50 = 5.00 EUR at 1.08 USD/EUR = 5.40 USD; region from the store; category from the product.
+        assert_eq!(
+            (
+                cell("amount", 0),
+                cell("amount_filled", 0),
+                cell("amount_usd", 0)
+            ),
+            ("5.00".into(), "true".into(), "5.40".into())
+        );
+        assert_eq!(
+            (cell("region", 0), cell("category", 0), cell("channel", 0)),
+            ("West".into(), "Home".into(), "store".into())
+        );
+        assert_eq!(
+            (cell("currency", 1), cell("fx_rate", 1)),
+            ("USD".into(), "1.00000000".into())
+        );
+        assert!(l.products.get("P404").unwrap().inferred);
+        assert!(l.customers.get("C1").unwrap().inferred);
+    }
+
+    #[test]
+    fn quarantines_unknown_members_when_the_source_asks() {
+        let mut l = lookups();
+        let mut t = SalesTransform::new(
+            &mut l,
+            rules(UnknownMembers::Quarantine),
+            &columns(),
+            1,
+            1,
+            0,
+            16,
+        );
+        match t.process(2, &row("T1", "2025-03-04", "P1", "1", "1", "1", "")) {
+            Outcome::Rejected(ReasonCode::UnknownCustomer, _) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            l.customers.is_empty(),
+            "nothing is inferred for a quarantined row"
+        );
+    }
+
+    #[test]
+    fn rows_without_a_transaction_id_dedupe_by_fingerprint() {
+        let mut l = lookups();
+        let mut t = SalesTransform::new(
+            &mut l,
+            rules(UnknownMembers::Infer),
+            &columns(),
+            1,
+            1,
+            0,
+            16,
+        );
+        assert_eq!(
+            t.process(2, &row(" ", "2025-03-04", "P1", "1", "1", "1", "")),
+            Outcome::Loaded
+        );
+        assert_eq!(
+            t.process(3, &row("", "2025-03-04", "P1", "1", "1", "1.00", "usd")),
+            Outcome::Duplicate,
+            "same values, normalised"
+        );
+        assert_eq!(
+            t.process(4, &row("", "2025-03-04", "P1", "2", "1", "2", "")),
+            Outcome::Loaded
+        );
+    }
+}
