@@ -455,7 +455,7 @@ impl Pipeline {
         let mut date_range = None;
         if !sales_files.is_empty() {
             let reference = dims.clone();
-            loop {
+            while !sales_files.is_empty() {
                 // Read per attempt rather than cloned: the keys are the largest thing a run holds.
                 let seen = self.existing_sale_keys().await?;
                 let lookups = make_lookups(dims.clone(), seen);

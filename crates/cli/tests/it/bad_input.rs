@@ -162,3 +162,69 @@ async fn malformed_rows_are_quarantined_with_file_and_line() {
     let v: serde_json::Value = serde_json::from_str(&record).unwrap();
     assert_eq!(v["currency"], "XYZ", "the original values are kept");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_breaks_after_the_crawl_sample_loads_nothing() {
+    let lake = TestLake::new();
+    let dir = lake.dir.path().join("drop");
+    std::fs::create_dir_all(&dir).unwrap();
+    write(&dir, "a_good.csv", GOOD.as_bytes());
+    // 3 MB of valid records, then the array's structure breaks: the crawler's 1 MiB sample is
+    // fine, the scan fails part-way, after many of its rows went to the writer.
+    let mut json = String::from("[\n");
+    let mut i = 0;
+    while json.len() < 3 << 20 {
+        json.push_str(&format!(
+            "{{\"transaction_id\": \"J{i}\", \"sales_date\": \"2025-01-05\", \"customer_id\": \"C1\", \"product_id\": \"P1\", \"amount\": 1.00}},\n"
+        ));
+        i += 1;
+    }
+    // Cut mid-record, as a copy interrupted part-way leaves it.
+    json.push_str("{\"transaction_id\": \"J-cut\", \"sales_da");
+    write(&dir, "b_broken.json", json.as_bytes());
+    lake.ingest(&[dir], Some("pos")).await;
+    let report = lake.run().await;
+    assert_eq!(report.files.len(), 1, "{:?}", report.files);
+    assert_eq!(report.failed.len(), 1);
+    let err = report.failed[0].error.clone().unwrap();
+    assert!(err.contains("b_broken.json"), "{err}");
+    assert_eq!(
+        lake.count("SELECT COUNT(*) FROM fact_sales").await,
+        2,
+        "none of the broken file's rows are committed"
+    );
+    assert_eq!(
+        lake.count("SELECT COUNT(*) FROM files WHERE status = 'failed'")
+            .await,
+        1
+    );
+    assert_eq!(
+        lake.count("SELECT COUNT(*) FROM runs WHERE status LIKE 'succeeded%'")
+            .await,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_only_sales_file_fails_commits_no_fact_version() {
+    let lake = TestLake::new();
+    let dir = lake.dir.path().join("drop");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut json = String::from("[\n");
+    while json.len() < 2 << 20 {
+        json.push_str("{\"transaction_id\": \"J\", \"sales_date\": \"2025-01-05\", \"product_id\": \"P1\", \"amount\": 1.00},\n");
+    }
+    json.push_str("]]]");
+    write(&dir, "broken.json", json.as_bytes());
+    lake.ingest(&[dir], Some("pos")).await;
+    let report = lake.run().await;
+    assert_eq!(report.failed.len(), 1);
+    assert!(
+        !lake
+            .pipeline
+            .tables()
+            .exists(&shoplake_tables::TableId::processed("fact_sales"))
+            .await
+            .unwrap()
+    );
+}
