@@ -19,7 +19,7 @@ mkdir -p "$OUT"
 
 echo "== building shoplake (release)" >&2
 cargo build --release -p shoplake >&2
-BIN=target/release/shoplake
+BIN=${CARGO_TARGET_DIR:-target}/release/shoplake
 python3 -c "import duckdb" 2>/dev/null || pip install --quiet duckdb >&2
 
 if [ ! -f "$DATA/manifest.json" ]; then
