@@ -434,7 +434,7 @@ impl Pipeline {
         for entity in reference_entities() {
             for (f, entry) in by_entity.remove(&entity).unwrap_or_default() {
                 match self
-                    .load_reference(run_id, entity, &f, &entry, &mut dims, now, progress)
+                    .load_reference(entity, &f, &entry, &mut dims, now, progress)
                     .await?
                 {
                     Ok((outcome, rows)) => {
@@ -615,7 +615,6 @@ impl Pipeline {
     #[allow(clippy::too_many_arguments)]
     async fn load_reference(
         &self,
-        run_id: i64,
         entity: Entity,
         f: &FileRecord,
         entry: &CatalogEntry,
@@ -641,7 +640,6 @@ impl Pipeline {
         if let Err(e) = scanned {
             return Ok(Err(e.to_string()));
         }
-        let _ = run_id;
         let dim = dims
             .by_entity
             .get_mut(&entity)
