@@ -72,7 +72,14 @@ fn main() -> ExitCode {
 
 fn init_tracing(json: bool) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("SHOPLAKE_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    // delta-rs logs expected conditions at warn/error level (a table not created yet, binary
+    // columns without statistics); its real failures reach us as errors and are printed once.
+    // SHOPLAKE_LOG (EnvFilter syntax) shows everything when wanted.
+    let filter = EnvFilter::try_from_env("SHOPLAKE_LOG").unwrap_or_else(|_| {
+        EnvFilter::new(
+            "warn,deltalake_core=off,deltalake=off,buoyant_kernel=off,buoyant_kernel_engine=off",
+        )
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
