@@ -414,16 +414,6 @@ impl Ledger {
         )?;
         Ok(())
     }
-
-    /// Put a failed file back in the queue (after its cause was fixed).
-    pub fn retry_file(&self, file_id: i64) -> Result<bool> {
-        let n = self.conn().execute(
-            "UPDATE files SET status = 'ingested', error = NULL WHERE file_id = ?1 AND status = 'failed'",
-            [file_id],
-        )?;
-        Ok(n > 0)
-    }
-
     /// Per-file quarantine counts by reason, for all files.
     pub fn file_reasons(&self) -> Result<Vec<(i64, String, i64)>> {
         let conn = self.conn();

@@ -688,10 +688,9 @@ impl Pipeline {
         }));
         progress.stage("sales", total);
         let batch_size = self.config.pipeline.batch_size;
-        let counter = ProgressCounter::new(progress);
         // The scan is CPU work on this thread; the writer runs on the other workers.
         let scan_result = tokio::task::block_in_place(|| {
-            scan_sales(prepared, lookups, tx, batch_size, run_id, now, &counter)
+            scan_sales(prepared, lookups, tx, batch_size, run_id, now, progress)
         });
         progress.done();
         let write_result = (&mut writer.0)
@@ -972,7 +971,7 @@ fn scan_sales(
     batch_size: usize,
     run_id: i64,
     now: i64,
-    progress: &ProgressCounter<'_>,
+    progress: &dyn Progress,
 ) -> ScanResult {
     let mut outcomes = Vec::new();
     let mut quarantine = Vec::new();
@@ -1266,26 +1265,16 @@ impl ScanSink for RefSink {
     }
 }
 
-/// Progress in bytes read, reported in chunks.
-struct ProgressCounter<'a> {
+/// A reader that reports the bytes it reads as progress.
+struct CountingReader<'a> {
+    inner: Box<dyn Read + Send>,
     progress: &'a dyn Progress,
 }
 
-impl<'a> ProgressCounter<'a> {
-    fn new(progress: &'a dyn Progress) -> Self {
-        ProgressCounter { progress }
-    }
-}
-
-struct CountingReader<'a, 'p> {
-    inner: Box<dyn Read + Send>,
-    progress: &'a ProgressCounter<'p>,
-}
-
-impl Read for CountingReader<'_, '_> {
+impl Read for CountingReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.progress.progress.advance(n as u64);
+        self.progress.advance(n as u64);
         Ok(n)
     }
 }

@@ -674,6 +674,10 @@ mod tests {
     ];
     const CURRENCY: usize = 9;
 
+    fn transform(l: &mut Lookups, policy: UnknownMembers) -> SalesTransform<'_> {
+        SalesTransform::new(l, rules(policy), &columns(), 1, 1, 0, 16)
+    }
+
     fn columns() -> HashMap<String, usize> {
         let mut m: HashMap<String, usize> = COLS
             .iter()
@@ -710,15 +714,7 @@ mod tests {
     #[test]
     fn validates_fills_converts_and_dedupes() {
         let mut l = lookups();
-        let mut t = SalesTransform::new(
-            &mut l,
-            rules(UnknownMembers::Infer),
-            &columns(),
-            1,
-            1,
-            0,
-            16,
-        );
+        let mut t = transform(&mut l, UnknownMembers::Infer);
         assert_eq!(
             t.process(2, &row("T1", "2025-03-04", "P1", "2", "2.50", "", "EUR")),
             Outcome::Loaded
@@ -796,15 +792,7 @@ mod tests {
     #[test]
     fn quarantines_unknown_members_when_the_source_asks() {
         let mut l = lookups();
-        let mut t = SalesTransform::new(
-            &mut l,
-            rules(UnknownMembers::Quarantine),
-            &columns(),
-            1,
-            1,
-            0,
-            16,
-        );
+        let mut t = transform(&mut l, UnknownMembers::Quarantine);
         match t.process(2, &row("T1", "2025-03-04", "P1", "1", "1", "1", "")) {
             Outcome::Rejected(ReasonCode::UnknownCustomer, _) => {}
             other => panic!("{other:?}"),
@@ -818,15 +806,7 @@ mod tests {
     #[test]
     fn rows_without_a_transaction_id_dedupe_by_fingerprint() {
         let mut l = lookups();
-        let mut t = SalesTransform::new(
-            &mut l,
-            rules(UnknownMembers::Infer),
-            &columns(),
-            1,
-            1,
-            0,
-            16,
-        );
+        let mut t = transform(&mut l, UnknownMembers::Infer);
         assert_eq!(
             t.process(2, &row(" ", "2025-03-04", "P1", "1", "1", "1", "")),
             Outcome::Loaded

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Datelike, Utc};
 use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -210,23 +210,6 @@ impl Lake {
         Ok((path, false))
     }
 
-    /// Write an object only if it does not exist yet.
-    pub async fn put_new(&self, path: &ObjectPath, bytes: Bytes) -> Result<bool> {
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
-        match self
-            .store
-            .put_opts(path, PutPayload::from(bytes), opts)
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
-    }
-
     /// Stream an object's bytes through a blocking reader (for parsers that want `Read`).
     /// Local lakes open the file directly; other stores are fetched in chunks.
     pub async fn open_read(&self, path: &ObjectPath) -> Result<Box<dyn Read + Send>> {
@@ -242,25 +225,6 @@ impl Lake {
             all.extend_from_slice(&chunk?);
         }
         Ok(Box::new(std::io::Cursor::new(all)))
-    }
-
-    /// List object paths under a prefix.
-    pub async fn list(&self, prefix: &ObjectPath) -> Result<Vec<ObjectPath>> {
-        let mut out = Vec::new();
-        let mut s = self.store.list(Some(prefix));
-        while let Some(meta) = s.next().await {
-            out.push(meta?.location);
-        }
-        out.sort();
-        Ok(out)
-    }
-
-    /// Delete an object; a missing one is not an error.
-    pub async fn delete(&self, path: &ObjectPath) -> Result<()> {
-        match self.store.delete(path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
     }
 }
 

@@ -203,19 +203,6 @@ impl Tables {
             .and_then(|t| t.version())
             .map(|v| v as i64))
     }
-
-    /// The highest run id recorded in a table's commits (Delta application transaction).
-    pub async fn last_run(&self, id: &TableId) -> Result<Option<i64>> {
-        let Some(table) = self.open(id).await? else {
-            return Ok(None);
-        };
-        let state = table.snapshot().map_err(Self::delta_err(id))?;
-        state
-            .transaction_version(table.log_store().as_ref(), APP_ID)
-            .await
-            .map_err(Self::delta_err(id))
-    }
-
     fn writer_properties() -> WriterProperties {
         WriterProperties::builder()
             .set_compression(Compression::ZSTD(
