@@ -9,6 +9,9 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 
+bash scripts/deps/psql.sh
+bash scripts/deps/python.sh
+
 echo "== cargo fmt" >&2
 cargo fmt --all -- --check
 echo "== cargo clippy" >&2

@@ -106,6 +106,8 @@ pub async fn dispatch(command: Command, g: &GlobalArgs) -> Result<ExitCode> {
                 ExitCode::from(2)
             })
         }
+        Command::Serve(a) => crate::serve::serve(App::open(g)?, a).await,
+        Command::Users(a) => crate::serve::users(&App::open(g)?, a),
         Command::Sql(a) => sql(&App::open(g)?, a).await,
         Command::Tables => tables(&App::open(g)?).await,
         Command::Describe { table } => describe(&App::open(g)?, &table).await,
@@ -626,7 +628,7 @@ async fn demo(a: DemoArgs, g: &GlobalArgs) -> Result<ExitCode> {
         lake.display()
     );
     if !a.no_serve {
-        println!("(the dashboard server is not part of this build yet; `--no-serve` is implied)");
+        return crate::serve::demo_serve(app).await;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -32,6 +32,8 @@ pub struct App {
     pub lake: Lake,
     pub ledger: Arc<Ledger>,
     pub pipeline: Pipeline,
+    /// The control plane's folder (`<lake>/_control` by default).
+    pub state_dir: PathBuf,
 }
 
 pub fn load_config(args: &GlobalArgs) -> Result<Config> {
@@ -81,6 +83,7 @@ impl App {
             lake,
             ledger,
             pipeline,
+            state_dir,
         })
     }
 }

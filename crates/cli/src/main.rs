@@ -5,6 +5,7 @@ mod commands;
 mod context;
 mod output;
 mod progress;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use context::GlobalArgs;
@@ -51,6 +52,10 @@ enum Command {
     Quarantine(commands::QuarantineArgs),
     /// List the file ledger.
     Files,
+    /// Serve the lake: HTTP API and PostgreSQL wire protocol, until SIGTERM or Ctrl-C.
+    Serve(serve::ServeArgs),
+    /// Manage who may use `serve`: users, roles, row filters and API tokens.
+    Users(serve::UsersArgs),
 }
 
 fn main() -> ExitCode {

@@ -24,6 +24,9 @@ pub struct Config {
     /// inferred by the crawler.
     #[serde(default)]
     pub sources: BTreeMap<String, SourceConfig>,
+    /// `shoplake serve`: addresses, TLS and limits.
+    #[serde(default)]
+    pub serve: crate::serve_config::ServeConfig,
 }
 
 /// What to do with a sale whose customer or product is not in its dimension.
@@ -168,7 +171,7 @@ impl Config {
 
     /// Every inconsistency in the configuration.
     pub fn problems(&self) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out = self.serve.problems();
         if self.pipeline.batch_size == 0 {
             out.push("pipeline.batch_size must be at least 1".to_string());
         }

@@ -17,10 +17,12 @@
 
 pub mod config;
 pub mod model;
+pub mod serve_config;
 pub mod values;
 
 pub use config::{Config, ConfigError, PipelineConfig, SourceConfig, UnknownMembers};
 pub use model::{Entity, FieldType, Format, ReasonCode};
+pub use serve_config::ServeConfig;
 
 /// Source names become folder names in the lake: lower-case ASCII letters, digits, `_`, `-`.
 pub fn is_valid_source_name(name: &str) -> bool {

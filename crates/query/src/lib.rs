@@ -9,6 +9,9 @@
 //! # Ok(()) }
 //! ```
 
+mod policy;
+pub use policy::{Access, MASK};
+
 use datafusion::arrow::array::{
     ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };

@@ -7,5 +7,6 @@ mod generated;
 mod recovery;
 mod replay;
 mod seeds;
+mod serve;
 mod slt;
 mod util;
