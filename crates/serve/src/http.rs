@@ -1032,7 +1032,7 @@ async fn upload(
                 status,
             }) => (
                 StatusCode::OK,
-                json!({"status": "already_ingested", "file_id": file_id, "name": name, "file_status": status.to_string()}),
+                json!({"status": "already_ingested", "file_id": file_id, "name": name, "file_status": status}),
             ),
             Some(Ingested::Failed { file_id, error }) => (
                 StatusCode::UNPROCESSABLE_ENTITY,

@@ -327,8 +327,9 @@ impl Handlers {
 
 /// A result whose rows stop with a timeout error at `deadline`.
 fn bound(r: Response, deadline: tokio::time::Instant) -> Response {
-    let Response::Query(mut q) = r else {
-        return r;
+    let mut q = match r {
+        Response::Query(q) => q,
+        other => return other,
     };
     let rows = std::mem::replace(q.data_rows(), Box::pin(futures::stream::empty()));
     let timed = futures::stream::unfold((rows, false), move |(mut rows, done)| async move {
