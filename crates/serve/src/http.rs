@@ -4,7 +4,7 @@
 
 use crate::metrics::Protocol;
 use crate::tls::Tls;
-use crate::users::{AuditEntry, Role, User};
+use crate::users::{AuditEntry, User};
 use crate::{AbortOnDrop, App, ServeError};
 use axum::Router;
 use axum::body::{Body, Bytes};

@@ -111,7 +111,7 @@ impl<T> AbortOnDrop<T> {
     #[allow(clippy::disallowed_methods)] // the one place we spawn; the handle aborts on drop
     pub fn spawn<F>(f: F) -> AbortOnDrop<T>
     where
-        F: std::future::Future<Output = T> + Send + 'static,
+        F: Future<Output = T> + Send + 'static,
         T: Send + 'static,
     {
         AbortOnDrop(tokio::task::spawn(f))
@@ -231,7 +231,7 @@ impl Bound {
     /// Serve until `stop` resolves (SIGTERM, Ctrl-C), then shut down gracefully: stop
     /// accepting, let requests, connections and a triggered run finish within the grace
     /// period, and cancel what is left.
-    pub async fn run(self, stop: impl std::future::Future<Output = ()>) -> Result<()> {
+    pub async fn run(self, stop: impl Future<Output = ()>) -> Result<()> {
         let Bound {
             app,
             http,
