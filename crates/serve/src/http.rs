@@ -1237,17 +1237,18 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, tls: Option<Tls>) {
     let mut conns = tokio::task::JoinSet::new();
     let timeout = app.client_timeout();
     loop {
-        let (socket, addr) = tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!("http accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let accepted = tokio::select! {
+            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => break,
+            r = listener.accept() => r,
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+        };
+        let (socket, addr) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("http accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let _ = socket.set_nodelay(true);
         let router = router.clone();

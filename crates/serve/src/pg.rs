@@ -242,8 +242,6 @@ struct Handlers {
     services: tokio::sync::Mutex<
         HashMap<String, (Arc<crate::sessions::UserSession>, Arc<DfSessionService>)>,
     >,
-    /// For the parts of the protocol that need no session (parameter and result types).
-    fallback: Arc<DfSessionService>,
     busy: Arc<AtomicUsize>,
 }
 
@@ -390,6 +388,7 @@ impl SimpleQueryHandler for Handlers {
 /// Parses with the logged-in user's session.
 struct UserParser {
     handlers: std::sync::Weak<Handlers>,
+    /// For the parts of the protocol that need no session (parameter and result types).
     fallback: Arc<Parser>,
 }
 
@@ -450,7 +449,7 @@ impl ExtendedQueryHandler for Extended {
     ) -> PgWireResult<Response>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::PortalStore: PortalStore,
+        C::PortalStore: PortalStore<Statement = DfStatement>,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
@@ -502,7 +501,6 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, tls: Option<Tls>) {
             params,
         }),
         services: tokio::sync::Mutex::new(HashMap::new()),
-        fallback: fallback.clone(),
         busy: Arc::new(AtomicUsize::new(0)),
     });
     let parser = Arc::new(UserParser {
@@ -520,17 +518,18 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, tls: Option<Tls>) {
     let mut shutdown = app.shutdown.clone();
     let mut conns = tokio::task::JoinSet::new();
     loop {
-        let (socket, addr) = tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!("postgres accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let accepted = tokio::select! {
+            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => break,
+            r = listener.accept() => r,
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+        };
+        let (socket, addr) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("postgres accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let Ok(permit) = limiter.clone().try_acquire_owned() else {
             tracing::warn!(
@@ -556,5 +555,4 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, tls: Option<Tls>) {
     }
     conns.abort_all();
     while conns.join_next().await.is_some() {}
-    drop(fallback);
 }
