@@ -231,12 +231,12 @@ pub fn settle(
         .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
         .ok_or_else(|| EtlError::Internal("held batch without file_id".into()))?;
     let mut keep = Vec::with_capacity(batch.num_rows());
-    for i in 0..batch.num_rows() {
+    for (i, flags) in inferred.iter().enumerate().take(batch.num_rows()) {
         let dup = key_of(keys.value(i)).is_some_and(|k| existing.contains(&k));
         if dup {
             *dropped.entry(files.value(i)).or_default() += 1;
-            dropped_inferred.0 += u64::from(inferred[i] & 1);
-            dropped_inferred.1 += u64::from((inferred[i] >> 1) & 1);
+            dropped_inferred.0 += u64::from(flags & 1);
+            dropped_inferred.1 += u64::from((flags >> 1) & 1);
         }
         keep.push(!dup);
     }
