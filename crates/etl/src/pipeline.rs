@@ -29,7 +29,7 @@ use shoplake_catalog::scan::{self, ScanError, ScanSink};
 use shoplake_core::values::{self, RATE_SCALE};
 use shoplake_core::{Config, Entity, ReasonCode};
 use shoplake_storage::Lake;
-use shoplake_tables::{BatchResult, TableId, Tables, WriteMode};
+use shoplake_tables::{BatchResult, PartitionedAppend, TableId, Tables, WriteMode};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -43,6 +43,10 @@ pub use replay::ReplayReport;
 pub trait Progress: Send + Sync {
     /// A step starts; `total` is in bytes (0 when unknown).
     fn stage(&self, name: &str, total: u64);
+    /// A step counted in rows starts.
+    fn stage_rows(&self, name: &str, total: u64) {
+        self.stage(name, total)
+    }
     fn advance(&self, n: u64);
     fn done(&self);
     /// A line worth telling the user.
@@ -621,7 +625,7 @@ impl Pipeline {
         if rows == 0 {
             return Ok(LakeKeys::Empty);
         }
-        progress.stage("reading the keys of fact_sales", rows as u64);
+        progress.stage_rows("reading fact_sales keys", rows as u64);
         let mut bloom = Bloom::with_capacity(rows);
         self.for_each_lake_key(Some(version), |chunk| {
             progress.advance(chunk.len() as u64);
@@ -730,25 +734,20 @@ impl Pipeline {
             let rules = self.rules(f, &mapping);
             prepared.push((f.clone(), entry.clone(), schema, mapping, reader, rules));
         }
+        // Facts go to spill files by partition while the scan runs, and are encoded and
+        // committed after it (see `shoplake_tables::PartitionedAppend`).
         let (tx, rx) = mpsc::channel::<BatchResult>(2);
-        let tables = self.tables.clone();
+        let append = PartitionedAppend::new(
+            &TableId::processed("fact_sales"),
+            FACT_SALES.clone(),
+            &FACT_PARTITIONS,
+            &self.spill_dir(),
+        )?;
         #[allow(clippy::disallowed_methods)] // wrapped: aborted on drop
-        let mut writer = AbortOnDrop(tokio::spawn(async move {
-            let id = TableId::processed("fact_sales");
-            tables
-                .write_stream(
-                    &id,
-                    FACT_SALES.clone(),
-                    rx,
-                    &FACT_PARTITIONS,
-                    WriteMode::Append,
-                    run_id,
-                )
-                .await
-        }));
+        let mut writer = AbortOnDrop(tokio::spawn(append.receive(rx)));
         let mut quarantine =
             QuarantineStream::new(self.tables.clone(), run_id, now, reference_rejects);
-        let mut held = Held::new(&self.state_dir.join("tmp"), HELD_MEMORY_BYTES);
+        let mut held = Held::new(&self.spill_dir(), HELD_MEMORY_BYTES);
         progress.stage("sales", total);
         let batch_size = self.config.pipeline.batch_size;
         // The scan is CPU work on this thread; the writers run on the other workers.
@@ -776,10 +775,10 @@ impl Pipeline {
                 let write_result = (&mut writer.0)
                     .await
                     .map_err(|e| EtlError::Internal(e.to_string()))?;
-                if let Ok(v) = write_result {
-                    return Err(EtlError::Internal(format!(
-                        "fact_sales version {v} was committed although a file failed"
-                    )));
+                if write_result.is_ok() {
+                    return Err(EtlError::Internal(
+                        "the fact_sales writer finished although a file failed".into(),
+                    ));
                 }
                 return Ok(SalesStep::FileFailed { file_id, error });
             }
@@ -813,9 +812,14 @@ impl Pipeline {
             }
         }
         drop(tx);
-        let version = (&mut writer.0)
+        let append = (&mut writer.0)
             .await
             .map_err(|e| EtlError::Internal(e.to_string()))??;
+        progress.stage_rows("writing fact_sales", append.rows());
+        let version = append
+            .commit(&self.tables, run_id, &|rows| progress.advance(rows))
+            .await?;
+        progress.done();
         let quarantine_version = quarantine.finish().await?;
         for (f, _, outcome) in &mut outcomes {
             if let Some(n) = dropped.get(&f.file_id) {
@@ -853,13 +857,7 @@ impl Pipeline {
                 "rows were held without a fact_sales filter".into(),
             ));
         };
-        progress.stage(
-            &format!(
-                "checking {} possible duplicates against fact_sales",
-                held.rows()
-            ),
-            held.rows() as u64,
-        );
+        progress.stage_rows("checking duplicates", held.rows() as u64);
         let keys = held.keys()?;
         let existing = self.lake_keys_in(*version, &keys).await?;
         drop(keys);
@@ -884,6 +882,13 @@ impl Pipeline {
         }
         progress.done();
         Ok(())
+    }
+
+    /// Where a run puts its temporary files: `SHOPLAKE_TMP`, else `<state dir>/tmp`.
+    fn spill_dir(&self) -> PathBuf {
+        std::env::var_os("SHOPLAKE_TMP")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.state_dir.join("tmp"))
     }
 
     /// The transform settings of a file's source.

@@ -34,6 +34,9 @@ use std::num::NonZeroU64;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
+mod spill;
+pub use spill::PartitionedAppend;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
     #[error("table {table}: {source}")]
