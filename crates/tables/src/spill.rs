@@ -18,8 +18,8 @@ use datafusion::arrow::util::display::array_value_to_string;
 use deltalake::DeltaTableError;
 use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
-use deltalake::kernel::{Action, StructType};
 use deltalake::kernel::transaction::CommitBuilder;
+use deltalake::kernel::{Action, StructType};
 use deltalake::operations::write::configs::WriterStatsConfig;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use std::collections::BTreeMap;
@@ -250,12 +250,14 @@ impl PartitionedAppend {
 
         let properties = Tables::commit_properties(run_id, "write");
         if is_new {
-            let columns: StructType = self.schema.as_ref().try_into_kernel().map_err(|e| {
-                TableError::Engine {
-                    table: id.display(),
-                    source: Box::new(e.into()),
-                }
-            })?;
+            let columns: StructType =
+                self.schema
+                    .as_ref()
+                    .try_into_kernel()
+                    .map_err(|e| TableError::Engine {
+                        table: id.display(),
+                        source: Box::new(e.into()),
+                    })?;
             let table = table
                 .create()
                 .with_columns(columns.fields().cloned())
@@ -305,5 +307,99 @@ fn spill_error(id: &TableId, dir: &Path, e: std::io::Error) -> TableError {
              SHOPLAKE_TMP to a folder with room)",
             dir.display()
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int32Array, Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use shoplake_storage::Lake;
+    use std::sync::Arc;
+
+    fn batch(schema: &SchemaRef, start: i64, n: i64) -> RecordBatch {
+        let ids: Vec<i64> = (start..start + n).collect();
+        let region: Vec<&str> = ids
+            .iter()
+            .map(|i| ["North", "South", "East"][(*i % 3) as usize])
+            .collect();
+        let month: Vec<i32> = ids.iter().map(|i| (*i % 4) as i32 + 1).collect();
+        RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(ids)),
+                Arc::new(StringArray::from(region)),
+                Arc::new(Int32Array::from(month)),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rows_in_any_order_land_in_their_partitions_in_one_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().join("lake").to_str().unwrap()).unwrap();
+        let tables = Tables::new(lake);
+        let id = TableId::processed("t");
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("region", DataType::Utf8, false),
+            Field::new("month", DataType::Int32, false),
+        ]));
+        let spill = dir.path().join("tmp");
+        for (round, expect_version) in [(0, 0), (1, 1)] {
+            let mut append =
+                PartitionedAppend::new(&id, schema.clone(), &["region", "month"], &spill).unwrap();
+            for b in 0..5 {
+                append
+                    .push(&batch(&schema, round * 1000 + b * 100, 100))
+                    .unwrap();
+            }
+            assert_eq!(append.rows(), 500);
+            let written = std::sync::atomic::AtomicU64::new(0);
+            let v = append
+                .commit(&tables, 7, &|n| {
+                    written.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                })
+                .await
+                .unwrap();
+            assert_eq!(v, expect_version);
+            assert_eq!(written.into_inner(), 500);
+        }
+        // The spill folders are gone.
+        assert_eq!(std::fs::read_dir(&spill).unwrap().count(), 0);
+
+        let ctx = datafusion::prelude::SessionContext::new();
+        ctx.register_table("t", tables.provider(&id, None).await.unwrap().unwrap())
+            .unwrap();
+        let rows = ctx
+            .sql("SELECT COUNT(*), COUNT(DISTINCT id), SUM(CASE WHEN region = 'North' AND id % 3 <> 0 THEN 1 ELSE 0 END), SUM(CASE WHEN month <> CAST(id % 4 AS INT) + 1 THEN 1 ELSE 0 END) FROM t")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let row: Vec<i64> = (0..4)
+            .map(|i| {
+                datafusion::arrow::util::display::array_value_to_string(rows[0].column(i), 0)
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(row, vec![1000, 1000, 0, 0]);
+        // 3 regions x 4 months, one file each per commit.
+        let files = tables
+            .open(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .get_file_uris()
+            .unwrap()
+            .count();
+        assert_eq!(files, 24);
+        let history = tables.history(&id).await.unwrap();
+        assert_eq!(history.len(), 2);
     }
 }
