@@ -382,7 +382,7 @@ mod tests {
             .unwrap();
         let row: Vec<i64> = (0..4)
             .map(|i| {
-                datafusion::arrow::util::display::array_value_to_string(rows[0].column(i), 0)
+                array_value_to_string(rows[0].column(i), 0)
                     .unwrap()
                     .parse()
                     .unwrap()
