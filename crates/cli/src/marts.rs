@@ -81,13 +81,17 @@ fn describe(r: &MartRefresh) -> String {
         .unwrap_or_else(|| "-".into());
     match &r.action {
         Action::UpToDate => format!("marts: {name:<24} up to date ({version})"),
-        Action::NoChange => format!(
-            "marts: {name:<24} no month changed; new source versions recorded ({version})"
-        ),
+        Action::NoChange => {
+            format!("marts: {name:<24} no month changed; new source versions recorded ({version})")
+        }
         Action::Incremental { months } => {
             let list: Vec<String> = months.iter().map(|m| m.to_string()).collect();
             let shown = if list.len() > 6 {
-                format!("{} ... {}", list[..3].join(", "), list[list.len() - 2..].join(", "))
+                format!(
+                    "{} ... {}",
+                    list[..3].join(", "),
+                    list[list.len() - 2..].join(", ")
+                )
             } else {
                 list.join(", ")
             };

@@ -179,14 +179,18 @@ fn default_incentive_share() -> DecimalSetting {
     DecimalSetting::Text("0.01".to_string())
 }
 fn default_coupon_tiers() -> Vec<CouponTier> {
-    [("gold", "1000.00", 15), ("silver", "500.00", 10), ("bronze", "100.00", 5)]
-        .into_iter()
-        .map(|(name, min, pct)| CouponTier {
-            name: name.to_string(),
-            min_spend_usd: DecimalSetting::Text(min.to_string()),
-            discount_percent: pct,
-        })
-        .collect()
+    [
+        ("gold", "1000.00", 15),
+        ("silver", "500.00", 10),
+        ("bronze", "100.00", 5),
+    ]
+    .into_iter()
+    .map(|(name, min, pct)| CouponTier {
+        name: name.to_string(),
+        min_spend_usd: DecimalSetting::Text(min.to_string()),
+        discount_percent: pct,
+    })
+    .collect()
 }
 
 impl Default for MartsConfig {
@@ -450,7 +454,11 @@ currency = "XYZ"
             PipelineConfig::default(),
             "the example shows the defaults"
         );
-        assert_eq!(c.marts, MartsConfig::default(), "the example shows the defaults");
+        assert_eq!(
+            c.marts,
+            MartsConfig::default(),
+            "the example shows the defaults"
+        );
         assert_eq!(c.reports, ReportsConfig::default());
         let pos = &c.sources["pos"];
         assert_eq!(pos.entity, Some(Entity::Sales));
@@ -473,7 +481,13 @@ currency = "XYZ"
         )
         .unwrap_err()
         .to_string();
-        for needle in ["incentive_share 2 must be between 0 and 1", "more than 2 decimal places", "used twice", "\"x\" is not a decimal number", "top_n"] {
+        for needle in [
+            "incentive_share 2 must be between 0 and 1",
+            "more than 2 decimal places",
+            "used twice",
+            "\"x\" is not a decimal number",
+            "top_n",
+        ] {
             assert!(err.contains(needle), "{needle}: {err}");
         }
     }

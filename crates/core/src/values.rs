@@ -382,7 +382,10 @@ mod tests {
     #[test]
     fn phones_are_masked_to_the_last_four_digits() {
         assert_eq!(mask_phone("9173121081").as_deref(), Some("******1081"));
-        assert_eq!(mask_phone("+1 (555) 010-2000").as_deref(), Some("*******2000"));
+        assert_eq!(
+            mask_phone("+1 (555) 010-2000").as_deref(),
+            Some("*******2000")
+        );
         assert_eq!(mask_phone("12345").as_deref(), Some("*****"));
         assert_eq!(mask_phone("n/a"), None);
     }

@@ -3,18 +3,25 @@
 //! commit carries. Anything the log cannot answer for certain is reported as a reason to rebuild
 //! in full, never guessed.
 
-use crate::model::YearMonth;
 use crate::Result;
+use crate::model::YearMonth;
 use shoplake_storage::Lake;
 use shoplake_tables::TableId;
 use std::collections::BTreeSet;
 
 fn commit_path(lake: &Lake, id: &TableId, version: i64) -> object_store::path::Path {
-    lake.path(id.zone, &format!("{}/_delta_log/{version:020}.json", id.name))
+    lake.path(
+        id.zone,
+        &format!("{}/_delta_log/{version:020}.json", id.name),
+    )
 }
 
 /// The lines of one commit, `None` when the commit file is gone (log retention).
-async fn commit_actions(lake: &Lake, id: &TableId, version: i64) -> Result<Option<Vec<serde_json::Value>>> {
+async fn commit_actions(
+    lake: &Lake,
+    id: &TableId,
+    version: i64,
+) -> Result<Option<Vec<serde_json::Value>>> {
     let bytes = match lake.get(&commit_path(lake, id, version)).await {
         Ok(b) => b,
         Err(shoplake_storage::StorageError::Store(object_store::Error::NotFound { .. })) => {

@@ -30,7 +30,8 @@ pub struct YearMonth {
 
 impl YearMonth {
     pub fn new(year: i32, month: u32) -> Option<YearMonth> {
-        ((1..=12).contains(&month) && (1..=9999).contains(&year)).then_some(YearMonth { year, month })
+        ((1..=12).contains(&month) && (1..=9999).contains(&year))
+            .then_some(YearMonth { year, month })
     }
 
     /// Parse `YYYY-MM`.
@@ -207,10 +208,10 @@ const SALES_TEAM_DIMS: &[DimUse] = &[
 ];
 
 /// A sale (see the module docs), as a SQL condition on `fact_sales`.
-const IS_SALE: &str = "status = 'COMPLETED' AND NOT is_outlier";
-const IS_REFUND: &str = "status = 'REFUNDED'";
+pub(crate) const IS_SALE: &str = "status = 'COMPLETED' AND NOT is_outlier";
+pub(crate) const IS_REFUND: &str = "status = 'REFUNDED'";
 /// One order: its transaction, or the line itself when the source has no transaction ids.
-const ORDER_KEY: &str = "COALESCE(transaction_id, concat('line:', CAST(file_id AS VARCHAR), ':', CAST(source_line AS VARCHAR)))";
+pub(crate) const ORDER_KEY: &str = "COALESCE(transaction_id, concat('line:', CAST(file_id AS VARCHAR), ':', CAST(source_line AS VARCHAR)))";
 const MONTH_TEXT: &str =
     "concat(lpad(CAST(year AS VARCHAR), 4, '0'), '-', lpad(CAST(month AS VARCHAR), 2, '0'))";
 
@@ -277,7 +278,12 @@ impl Mart {
     /// The SQL computing the mart for `months` (all months when `None`). It reads the tables
     /// `fact_sales` and the mart's dimensions; `has_phone_masked` says whether `dim_customer`
     /// has that column yet (lakes loaded before it existed).
-    pub fn sql(self, rules: &Rules, months: Option<&BTreeSet<YearMonth>>, has_phone_masked: bool) -> String {
+    pub fn sql(
+        self,
+        rules: &Rules,
+        months: Option<&BTreeSet<YearMonth>>,
+        has_phone_masked: bool,
+    ) -> String {
         let filter = months
             .map(|m| format!(" AND {}", fact_month_filter(m)))
             .unwrap_or_default();
@@ -394,7 +400,10 @@ mod tests {
             mart_month_predicate(&m),
             "month IN ('2023-03', '2023-04', '2025-01')"
         );
-        assert_eq!(YearMonth::parse("2025-01").unwrap().previous().to_string(), "2024-12");
+        assert_eq!(
+            YearMonth::parse("2025-01").unwrap().previous().to_string(),
+            "2024-12"
+        );
     }
 
     #[test]

@@ -126,7 +126,10 @@ impl Marts {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::new(FairSpillPool::new(self.memory_limit)))
             .build_arc()?;
-        Ok(SessionContext::new_with_config_rt(SessionConfig::new(), runtime))
+        Ok(SessionContext::new_with_config_rt(
+            SessionConfig::new(),
+            runtime,
+        ))
     }
 
     /// Versions of the tables a mart reads, now (-1: absent).
@@ -158,7 +161,9 @@ impl Marts {
         let mut version = latest;
         while version >= 0 {
             let Some(info) = deltalog::commit_info(self.tables.lake(), &id, version).await? else {
-                return Ok(Err(format!("commit {version} of the mart is no longer in its log")));
+                return Ok(Err(format!(
+                    "commit {version} of the mart is no longer in its log"
+                )));
             };
             if let Some(state) = info.get(STATE_KEY) {
                 return Ok(serde_json::from_value(state.clone())
@@ -168,7 +173,11 @@ impl Marts {
             if !matches!(op, "OPTIMIZE" | "VACUUM START" | "VACUUM END") {
                 return Ok(Err(format!(
                     "its last commit ({}) was not a refresh",
-                    if op.is_empty() { "unknown operation" } else { op }
+                    if op.is_empty() {
+                        "unknown operation"
+                    } else {
+                        op
+                    }
                 )));
             }
             version -= 1;
@@ -208,7 +217,10 @@ impl Marts {
                 rows: 0,
             }),
             Ok(Some(months)) if months.is_empty() => {
-                let version = self.write(&ctx, mart, Some(&months), &state, run_id).await?.0;
+                let version = self
+                    .write(&ctx, mart, Some(&months), &state, run_id)
+                    .await?
+                    .0;
                 Ok(MartRefresh {
                     mart,
                     action: Action::NoChange,
@@ -217,7 +229,9 @@ impl Marts {
                 })
             }
             Ok(Some(months)) => {
-                let (version, rows) = self.write(&ctx, mart, Some(&months), &state, run_id).await?;
+                let (version, rows) = self
+                    .write(&ctx, mart, Some(&months), &state, run_id)
+                    .await?;
                 Ok(MartRefresh {
                     mart,
                     action: Action::Incremental {
@@ -351,8 +365,12 @@ impl Marts {
         } else {
             empty_dim(dim.table)
         };
-        let old_cols: BTreeSet<String> =
-            old.schema().fields().iter().map(|f| f.name().clone()).collect();
+        let old_cols: BTreeSet<String> = old
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
         let new_cols: BTreeSet<String> = ctx
             .table_provider(dim.table)
             .await?
@@ -417,7 +435,9 @@ impl Marts {
             .map(|p| p.schema().field_with_name("phone_masked").is_ok())
             .unwrap_or(false);
         let options = WriteOptions {
-            replace_where: months.filter(|m| !m.is_empty()).map(crate::model::mart_month_predicate),
+            replace_where: months
+                .filter(|m| !m.is_empty())
+                .map(crate::model::mart_month_predicate),
             metadata: vec![(
                 STATE_KEY.to_string(),
                 serde_json::to_value(state).map_err(|e| MartError::Internal(e.to_string()))?,
@@ -507,13 +527,19 @@ fn empty_dim(table: &str) -> Arc<dyn datafusion::catalog::TableProvider> {
 
 /// Cast a computed batch to the mart's declared column types (the engine may produce string
 /// views or other equivalent types).
-fn conform(batch: RecordBatch, schema: &SchemaRef) -> std::result::Result<RecordBatch, datafusion::arrow::error::ArrowError> {
+fn conform(
+    batch: RecordBatch,
+    schema: &SchemaRef,
+) -> std::result::Result<RecordBatch, datafusion::arrow::error::ArrowError> {
     let mut cols = Vec::with_capacity(schema.fields().len());
     for (field, col) in schema.fields().iter().zip(batch.columns()) {
         if col.data_type() == field.data_type() {
             cols.push(col.clone());
         } else {
-            cols.push(datafusion::arrow::compute::cast(col.as_ref(), field.data_type())?);
+            cols.push(datafusion::arrow::compute::cast(
+                col.as_ref(),
+                field.data_type(),
+            )?);
         }
     }
     RecordBatch::try_new(schema.clone(), cols)

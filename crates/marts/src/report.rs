@@ -1,1 +1,343 @@
-//! placeholder
+//! The daily and monthly reports: sections computed with SQL over the lake (the star schema,
+//! the marts and the control plane), written as CSV files and one self-contained HTML page.
+//!
+//! Daily (`reports/daily/YYYY-MM-DD/`): summary, sales by store and region, top products, top
+//! customers, refunds, and the data quality of the files received that day. Monthly
+//! (`reports/monthly/YYYY-MM/`): the same for the month, plus sales by day, the sales team's
+//! incentives and the coupon list (from the marts).
+
+use crate::model::{IS_REFUND, IS_SALE, Mart, ORDER_KEY, YearMonth};
+use crate::{MartError, Result};
+use bytes::Bytes;
+use chrono::{Datelike, NaiveDate, Utc};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::datasource::MemTable;
+use shoplake_core::Entity;
+use shoplake_query::LakeQuery;
+use std::sync::Arc;
+
+/// The period a report covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    Day(NaiveDate),
+    Month(YearMonth),
+}
+
+impl Period {
+    /// `daily` or `monthly`: the folder under `reports/`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Period::Day(_) => "daily",
+            Period::Month(_) => "monthly",
+        }
+    }
+
+    /// `YYYY-MM-DD` or `YYYY-MM`: the report's folder.
+    pub fn key(self) -> String {
+        match self {
+            Period::Day(d) => d.format("%Y-%m-%d").to_string(),
+            Period::Month(m) => m.to_string(),
+        }
+    }
+
+    pub fn title(self) -> String {
+        match self {
+            Period::Day(d) => format!("Daily report, {}", d.format("%A %-d %B %Y")),
+            Period::Month(m) => format!("Monthly report, {}", m.first_day().format("%B %Y")),
+        }
+    }
+
+    fn first_and_last(self) -> (NaiveDate, NaiveDate) {
+        match self {
+            Period::Day(d) => (d, d),
+            Period::Month(m) => {
+                let first = m.first_day();
+                let next = if m.month == 12 {
+                    NaiveDate::from_ymd_opt(m.year + 1, 1, 1)
+                } else {
+                    NaiveDate::from_ymd_opt(m.year, m.month + 1, 1)
+                }
+                .expect("valid month");
+                (first, next.pred_opt().expect("a day before"))
+            }
+        }
+    }
+
+    /// The period's rows of `fact_sales`, with its partitions named so the scan prunes.
+    fn fact_filter(self) -> String {
+        match self {
+            Period::Day(d) => format!(
+                "year = {} AND month = {} AND sales_date = DATE '{}'",
+                d.year(),
+                d.month(),
+                d.format("%Y-%m-%d")
+            ),
+            Period::Month(m) => format!("year = {} AND month = {}", m.year, m.month),
+        }
+    }
+
+    /// Files of the control plane received in the period (UTC).
+    fn received_filter(self, column: &str) -> String {
+        let (first, last) = self.first_and_last();
+        format!("CAST({column} AS DATE) BETWEEN DATE '{first}' AND DATE '{last}'")
+    }
+}
+
+/// One part of a report: a CSV file and a part of the page.
+#[derive(Debug, Clone)]
+pub struct Section {
+    /// File name without `.csv`.
+    pub name: &'static str,
+    pub title: &'static str,
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
+
+impl Section {
+    pub fn rows(&self) -> usize {
+        self.batches.iter().map(|b| b.num_rows()).sum()
+    }
+
+    /// The section as CSV text (a header even when there are no rows).
+    pub fn csv(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        {
+            let mut w = datafusion::arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut out);
+            w.write(&RecordBatch::new_empty(self.schema.clone()))?;
+            for b in &self.batches {
+                w.write(b)?;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A built report.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub period: Period,
+    pub sections: Vec<Section>,
+    pub generated_at: chrono::DateTime<Utc>,
+}
+
+impl Report {
+    pub fn section(&self, name: &str) -> Option<&Section> {
+        self.sections.iter().find(|s| s.name == name)
+    }
+
+    /// The files of the report: one CSV per section and `report.html`.
+    pub fn files(&self) -> Result<Vec<(String, Bytes)>> {
+        let mut out = Vec::new();
+        for s in &self.sections {
+            out.push((format!("{}.csv", s.name), Bytes::from(s.csv()?)));
+        }
+        out.push((
+            "report.html".to_string(),
+            Bytes::from(crate::html::render(self)),
+        ));
+        Ok(out)
+    }
+}
+
+fn money_sum(cond: &str) -> String {
+    format!("CAST(COALESCE(SUM(CASE WHEN {cond} THEN amount_usd END), 0) AS DECIMAL(18,2))")
+}
+
+fn orders() -> String {
+    format!("COUNT(DISTINCT CASE WHEN {IS_SALE} THEN {ORDER_KEY} END)")
+}
+
+/// Register empty stand-ins for the dimensions and marts a lake does not have yet, so every
+/// report query plans.
+async fn ensure_tables(q: &LakeQuery) -> Result<()> {
+    let ctx = q.context();
+    if ctx.table_exist("fact_sales")? {
+        for (table, entity) in [
+            ("dim_customer", Entity::Customers),
+            ("dim_store", Entity::Stores),
+            ("dim_product", Entity::Products),
+        ] {
+            if !ctx.table_exist(table)? {
+                let schema = shoplake_etl::schema::dim_schema(entity);
+                ctx.register_table(table, Arc::new(MemTable::try_new(schema, vec![vec![]])?))?;
+            }
+        }
+        for mart in Mart::ALL {
+            if !ctx.table_exist(mart.name())? {
+                ctx.register_table(
+                    mart.name(),
+                    Arc::new(MemTable::try_new(mart.schema(), vec![vec![]])?),
+                )?;
+            }
+        }
+        Ok(())
+    } else {
+        Err(MartError::Usage(
+            "the lake has no fact_sales yet: load data with `shoplake ingest`, `shoplake crawl` and `shoplake run` first".into(),
+        ))
+    }
+}
+
+async fn section(
+    q: &LakeQuery,
+    name: &'static str,
+    title: &'static str,
+    sql: &str,
+) -> Result<Section> {
+    let df = q.context().sql(sql).await?;
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let batches = df.collect().await?;
+    Ok(Section {
+        name,
+        title,
+        schema,
+        batches,
+    })
+}
+
+/// Build the report of a period. `top_n` bounds the top-products and top-customers lists.
+pub async fn build(q: &LakeQuery, period: Period, top_n: usize) -> Result<Report> {
+    ensure_tables(q).await?;
+    let f = period.fact_filter();
+    let key = period.key();
+    let sales = money_sum(IS_SALE);
+    let refunded = money_sum(IS_REFUND);
+    let orders = orders();
+    let mut sections = Vec::new();
+
+    sections.push(
+        section(
+            q,
+            "summary",
+            "Summary",
+            &format!(
+                "SELECT '{key}' AS period, {sales} AS sales_usd, {orders} AS orders,
+           COUNT(DISTINCT CASE WHEN {IS_SALE} THEN customer_id END) AS customers,
+           COUNT(*) AS lines, COUNT(CASE WHEN {IS_REFUND} THEN 1 END) AS refunds,
+           {refunded} AS refunded_usd, COUNT(CASE WHEN is_outlier THEN 1 END) AS outliers
+         FROM fact_sales WHERE {f}"
+            ),
+        )
+        .await?,
+    );
+
+    if let Period::Month(_) = period {
+        sections.push(section(q, "sales_by_day", "Sales by day", &format!(
+            "SELECT sales_date AS day, {orders} AS orders, {sales} AS sales_usd, {refunded} AS refunded_usd
+             FROM fact_sales WHERE {f} GROUP BY sales_date ORDER BY day"
+        )).await?);
+    }
+
+    sections.push(section(q, "sales_by_store_region", "Sales by store and region", &format!(
+        "SELECT s.region, s.store_id, st.store_name, s.orders, s.sales_usd, s.refunds, s.refunded_usd
+         FROM (SELECT region, store_id, {orders} AS orders, {sales} AS sales_usd,
+                 COUNT(CASE WHEN {IS_REFUND} THEN 1 END) AS refunds, {refunded} AS refunded_usd
+               FROM fact_sales WHERE {f} GROUP BY region, store_id) s
+         LEFT JOIN (SELECT store_id, store_name FROM dim_store WHERE is_current) st ON s.store_id = st.store_id
+         ORDER BY s.region, s.sales_usd DESC, s.store_id NULLS FIRST"
+    )).await?);
+
+    sections.push(section(q, "top_products", "Top products", &format!(
+        "SELECT CAST(ROW_NUMBER() OVER (ORDER BY sales_usd DESC, product_id) AS BIGINT) AS rank,
+           product_id, product_name, category, units, orders, sales_usd
+         FROM (SELECT product_id, MAX(product_name) AS product_name, MAX(category) AS category,
+                 SUM(CASE WHEN {IS_SALE} THEN quantity END) AS units, {orders} AS orders, {sales} AS sales_usd
+               FROM fact_sales WHERE {f} GROUP BY product_id) p
+         WHERE sales_usd > 0 ORDER BY rank LIMIT {top_n}"
+    )).await?);
+
+    sections.push(section(q, "top_customers", "Top customers", &format!(
+        "SELECT CAST(ROW_NUMBER() OVER (ORDER BY t.sales_usd DESC, t.customer_id) AS BIGINT) AS rank,
+           t.customer_id, c.full_name, t.orders, t.sales_usd
+         FROM (SELECT customer_id, {orders} AS orders, {sales} AS sales_usd
+               FROM fact_sales WHERE {f} AND customer_id IS NOT NULL GROUP BY customer_id) t
+         LEFT JOIN (SELECT customer_id, full_name FROM dim_customer WHERE is_current) c ON t.customer_id = c.customer_id
+         WHERE t.sales_usd > 0 ORDER BY rank LIMIT {top_n}"
+    )).await?);
+
+    sections.push(
+        section(
+            q,
+            "refunds",
+            "Refunds",
+            &format!(
+        "SELECT sales_date, transaction_id, customer_id, product_id, product_name, store_id, region,
+           amount, currency, amount_usd
+         FROM fact_sales WHERE {f} AND {IS_REFUND}
+         ORDER BY sales_date, transaction_id, file_id, source_line"
+    ),
+        )
+        .await?,
+    );
+
+    if let Period::Month(m) = period {
+        sections.push(
+            section(
+                q,
+                "incentives",
+                "Sales team incentives",
+                &format!(
+            "SELECT store_id, store_name, sales_person_id, full_name, orders, total_sales_usd,
+               rank_in_store, top_sellers, incentive_usd
+             FROM {} WHERE month = '{m}' ORDER BY store_id, rank_in_store, sales_person_id",
+            Mart::SalesTeamMonthly.name()
+        ),
+            )
+            .await?,
+        );
+        sections.push(
+            section(
+                q,
+                "coupons",
+                "Coupons",
+                &format!(
+                    "SELECT customer_id, full_name, address, phone_masked, orders, total_sales_usd,
+               coupon_tier, coupon_discount_percent
+             FROM {} WHERE month = '{m}' AND coupon_tier IS NOT NULL
+             ORDER BY total_sales_usd DESC, customer_id",
+                    Mart::CustomerMonthly.name()
+                ),
+            )
+            .await?,
+        );
+    }
+
+    let received = period.received_filter("received_at");
+    sections.push(
+        section(
+            q,
+            "data_quality",
+            "Data quality: files received",
+            &format!(
+                "SELECT file_id, source, name, entity, status, received_at, rows_in, rows_loaded,
+           rows_quarantined, rows_duplicate, error
+         FROM files WHERE {received} ORDER BY file_id"
+            ),
+        )
+        .await?,
+    );
+    let received_f = period.received_filter("f.received_at");
+    sections.push(
+        section(
+            q,
+            "data_quality_reasons",
+            "Data quality: quarantined rows by reason",
+            &format!(
+        "SELECT r.reason, CAST(SUM(r.rows) AS BIGINT) AS rows, COUNT(DISTINCT r.file_id) AS files
+         FROM file_reasons r JOIN files f ON r.file_id = f.file_id
+         WHERE {received_f} AND r.rows > 0
+         GROUP BY r.reason ORDER BY rows DESC, r.reason"
+    ),
+        )
+        .await?,
+    );
+
+    Ok(Report {
+        period,
+        sections,
+        generated_at: Utc::now(),
+    })
+}
