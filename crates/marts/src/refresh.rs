@@ -500,6 +500,11 @@ async fn produce(
                 if tx.send(Ok(b)).await.is_err() {
                     return Ok(rows);
                 }
+                // Tests kill the process here, in the middle of a refresh.
+                if std::env::var("SHOPLAKE_FAILPOINT").is_ok_and(|v| v == "marts-mid-write") {
+                    eprintln!("failpoint marts-mid-write: aborting");
+                    std::process::abort();
+                }
             }
             Err(e) => {
                 let _ = tx
