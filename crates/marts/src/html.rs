@@ -257,23 +257,31 @@ pub fn render(report: &Report) -> String {
                 shown: money(v),
             })
             .collect();
-        bars.sort_by(|a, b| cents(&b.value).cmp(&cents(&a.value)));
+        bars.sort_by_key(|b| std::cmp::Reverse(cents(&b.value)));
         let _ = write!(
             out,
             "<section><h2>Sales by region (USD)</h2>{}</section>",
             svg::hbars("Sales by region (USD)", &bars)
         );
     }
-    if let Some(s) = report.section("sales_by_day") {
-        let bars: Vec<Bar> = column(s, "day")
+    if let (Some(s), Period::Month(m)) = (report.section("sales_by_day"), report.period) {
+        // Every day of the month, days without sales as zero.
+        let by_day: BTreeMap<String, String> = column(s, "day")
             .into_iter()
             .zip(column(s, "sales_usd"))
-            .map(|(d, v)| Bar {
-                label: d.get(8..).unwrap_or(&d).to_string(),
+            .collect();
+        let mut bars = Vec::new();
+        let mut day = m.first_day();
+        while crate::model::YearMonth::of(day) == m {
+            let key = day.format("%Y-%m-%d").to_string();
+            let v = by_day.get(&key).cloned().unwrap_or_else(|| "0.00".into());
+            bars.push(Bar {
+                label: day.format("%-d").to_string(),
                 shown: money(cents(&v)),
                 value: v,
-            })
-            .collect();
+            });
+            day = day.succ_opt().expect("a next day");
+        }
         let _ = write!(
             out,
             "<section><h2>Sales by day (USD)</h2>{}",
@@ -345,9 +353,9 @@ pub fn render(report: &Report) -> String {
         .map(|s| format!("<a href=\"{n}.csv\">{n}.csv</a>", n = s.name))
         .collect();
     out.push_str(&links.join(", "));
-    let _ = write!(
+    let _ = writeln!(
         out,
-        ". Period: {} ({}).</footer></body></html>\n",
+        ". Period: {} ({}).</footer></body></html>",
         escape(&report.period.key()),
         match report.period {
             Period::Day(_) => "day",

@@ -134,7 +134,7 @@ impl Rules {
                 .map_err(MartError::Usage)?;
             tiers.push((t.name.trim().to_string(), min, t.discount_percent));
         }
-        tiers.sort_by(|a, b| b.1.cmp(&a.1));
+        tiers.sort_by_key(|t| std::cmp::Reverse(t.1));
         Ok(Rules {
             incentive_share: share,
             coupon_tiers: tiers,

@@ -160,8 +160,8 @@ mod tests {
         ];
         let svg = hbars("Sales", &bars);
         assert!(svg.contains("North &lt;1&gt;"), "{svg}");
-        assert!(svg.contains(r#"width="372.0""#), "{svg}"); // the largest bar fills the plot
-        assert!(svg.contains(r#"width="186.0""#), "{svg}");
+        assert!(svg.contains(r#"width="384.0""#), "{svg}"); // the largest bar fills the plot
+        assert!(svg.contains(r#"width="192.0""#), "{svg}");
         assert!(!svg.contains("<script"));
         assert!(columns("Days", &bars).contains("<rect"));
     }

@@ -289,7 +289,7 @@ async fn sales_team_ranks_and_incentives_per_store_month_with_ties() {
         lake.dir.path(),
         "1,130,sugar,2023-05-02,1,50,2,100\n2,130,sugar,2023-05-03,2,50,2,100\n3,130,maida,2023-05-04,3,20,2,40\n1,131,quaker oats,2023-05-05,4,212.5,1,212.5\n",
     );
-    lake.ingest(&[data.clone()], None).await;
+    lake.ingest(std::slice::from_ref(&data), None).await;
     assert!(lake.run().await.failed.is_empty());
     refresh(&lake, RefreshMode::Incremental).await;
     let got = lake
