@@ -95,7 +95,7 @@ pub async fn command(app: &App, a: ReportArgs) -> Result<ExitCode> {
     };
     let summary = built.section("summary");
     let sales = summary
-        .and_then(|s| s.batches.first())
+        .and_then(|s| s.batches.iter().find(|b| b.num_rows() > 0))
         .and_then(|b| b.column_by_name("sales_usd").cloned())
         .and_then(|c| datafusion::arrow::util::display::array_value_to_string(&c, 0).ok())
         .unwrap_or_default();

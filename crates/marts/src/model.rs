@@ -215,6 +215,34 @@ pub(crate) const ORDER_KEY: &str = "COALESCE(transaction_id, concat('line:', CAS
 const MONTH_TEXT: &str =
     "concat(lpad(CAST(year AS VARCHAR), 4, '0'), '-', lpad(CAST(month AS VARCHAR), 2, '0'))";
 
+/// Orders, sales, units and refunds per `keys` over the `fact_sales` rows matching `filter`.
+///
+/// Orders are counted in two steps (per key and order first, then per key) rather than with a
+/// grouped `COUNT(DISTINCT ...)`, whose per-group sets are neither bounded nor spillable: both
+/// steps are plain hash aggregations that spill to disk under the memory limit.
+pub(crate) fn per_key_sql(keys: &str, filter: &str) -> String {
+    format!(
+        "SELECT {keys},
+  CAST(SUM(has_sale) AS BIGINT) AS orders,
+  CAST(COALESCE(SUM(sales), 0) AS DECIMAL(18,2)) AS total_sales_usd,
+  CAST(SUM(units) AS BIGINT) AS units,
+  CAST(SUM(refunds) AS BIGINT) AS refunds,
+  CAST(COALESCE(SUM(refunded), 0) AS DECIMAL(18,2)) AS refunded_usd
+FROM (
+  SELECT {keys}, order_key,
+    MAX(CASE WHEN {IS_SALE} THEN 1 ELSE 0 END) AS has_sale,
+    SUM(CASE WHEN {IS_SALE} THEN amount_usd END) AS sales,
+    SUM(CASE WHEN {IS_SALE} THEN quantity END) AS units,
+    COUNT(CASE WHEN {IS_REFUND} THEN 1 END) AS refunds,
+    SUM(CASE WHEN {IS_REFUND} THEN amount_usd END) AS refunded
+  FROM (SELECT {keys}, status, is_outlier, amount_usd, quantity, {ORDER_KEY} AS order_key
+        FROM fact_sales WHERE {filter}) l
+  GROUP BY {keys}, order_key
+) o
+GROUP BY {keys}"
+    )
+}
+
 impl Mart {
     pub const ALL: [Mart; 2] = [Mart::CustomerMonthly, Mart::SalesTeamMonthly];
 
@@ -303,23 +331,17 @@ impl Mart {
                     tier = "CAST(NULL AS VARCHAR)".into();
                     pct = "CAST(NULL AS INT)".into();
                 }
+                let agg = per_key_sql(
+                    "customer_id, year, month",
+                    &format!("customer_id IS NOT NULL{filter}"),
+                );
                 let phone = if has_phone_masked {
                     "phone_masked"
                 } else {
                     "CAST(NULL AS VARCHAR) AS phone_masked"
                 };
                 format!(
-                    "WITH s AS (
-  SELECT customer_id, year, month, status, is_outlier, amount_usd, {ORDER_KEY} AS order_key
-  FROM fact_sales WHERE customer_id IS NOT NULL{filter}
-), agg AS (
-  SELECT customer_id, year, month,
-    COUNT(DISTINCT CASE WHEN {IS_SALE} THEN order_key END) AS orders,
-    CAST(COALESCE(SUM(CASE WHEN {IS_SALE} THEN amount_usd END), 0) AS DECIMAL(18,2)) AS total_sales_usd,
-    COUNT(CASE WHEN {IS_REFUND} THEN 1 END) AS refunds,
-    CAST(COALESCE(SUM(CASE WHEN {IS_REFUND} THEN amount_usd END), 0) AS DECIMAL(18,2)) AS refunded_usd
-  FROM s GROUP BY customer_id, year, month
-), c AS (
+                    "WITH agg AS ({agg}), c AS (
   SELECT customer_id, full_name,
     NULLIF(concat_ws(', ', address, city, state, postal_code, country), '') AS address,
     {phone}, is_inferred
@@ -338,18 +360,12 @@ FROM agg LEFT JOIN c ON agg.customer_id = c.customer_id"
             }
             Mart::SalesTeamMonthly => {
                 let share = rules.share_text();
+                let agg = per_key_sql(
+                    "store_id, sales_person_id, year, month",
+                    &format!("store_id IS NOT NULL AND sales_person_id IS NOT NULL{filter}"),
+                );
                 format!(
-                    "WITH s AS (
-  SELECT store_id, sales_person_id, year, month, status, is_outlier, amount_usd, {ORDER_KEY} AS order_key
-  FROM fact_sales WHERE store_id IS NOT NULL AND sales_person_id IS NOT NULL{filter}
-), agg AS (
-  SELECT store_id, sales_person_id, year, month,
-    COUNT(DISTINCT CASE WHEN {IS_SALE} THEN order_key END) AS orders,
-    CAST(COALESCE(SUM(CASE WHEN {IS_SALE} THEN amount_usd END), 0) AS DECIMAL(18,2)) AS total_sales_usd,
-    COUNT(CASE WHEN {IS_REFUND} THEN 1 END) AS refunds,
-    CAST(COALESCE(SUM(CASE WHEN {IS_REFUND} THEN amount_usd END), 0) AS DECIMAL(18,2)) AS refunded_usd
-  FROM s GROUP BY store_id, sales_person_id, year, month
-), ranked AS (
+                    "WITH agg AS ({agg}), ranked AS (
   SELECT agg.*, RANK() OVER (PARTITION BY store_id, year, month ORDER BY total_sales_usd DESC) AS rnk
   FROM agg
 ), tops AS (

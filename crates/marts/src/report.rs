@@ -6,7 +6,7 @@
 //! (`reports/monthly/YYYY-MM/`): the same for the month, plus sales by day, the sales team's
 //! incentives and the coupon list (from the marts).
 
-use crate::model::{IS_REFUND, IS_SALE, Mart, ORDER_KEY, YearMonth};
+use crate::model::{IS_REFUND, IS_SALE, Mart, YearMonth, per_key_sql};
 use crate::{MartError, Result};
 use bytes::Bytes;
 use chrono::{Datelike, NaiveDate, Utc};
@@ -142,14 +142,6 @@ impl Report {
     }
 }
 
-fn money_sum(cond: &str) -> String {
-    format!("CAST(COALESCE(SUM(CASE WHEN {cond} THEN amount_usd END), 0) AS DECIMAL(18,2))")
-}
-
-fn orders() -> String {
-    format!("COUNT(DISTINCT CASE WHEN {IS_SALE} THEN {ORDER_KEY} END)")
-}
-
 /// Register empty stand-ins for the dimensions and marts a lake does not have yet, so every
 /// report query plans.
 async fn ensure_tables(q: &LakeQuery) -> Result<()> {
@@ -203,59 +195,65 @@ pub async fn build(q: &LakeQuery, period: Period, top_n: usize) -> Result<Report
     ensure_tables(q).await?;
     let f = period.fact_filter();
     let key = period.key();
-    let sales = money_sum(IS_SALE);
-    let refunded = money_sum(IS_REFUND);
-    let orders = orders();
     let mut sections = Vec::new();
-
-    sections.push(
-        section(
-            q,
-            "summary",
-            "Summary",
-            &format!(
-                "SELECT '{key}' AS period, {sales} AS sales_usd, {orders} AS orders,
-           COUNT(DISTINCT CASE WHEN {IS_SALE} THEN customer_id END) AS customers,
-           COUNT(*) AS lines, COUNT(CASE WHEN {IS_REFUND} THEN 1 END) AS refunds,
-           {refunded} AS refunded_usd, COUNT(CASE WHEN is_outlier THEN 1 END) AS outliers
-         FROM fact_sales WHERE {f}"
-            ),
-        )
-        .await?,
-    );
+    let per = |keys: &str, extra: &str| per_key_sql(keys, &format!("{f}{extra}"));
+    // Within a day or a month `year` is one value: grouping by it gives the period's totals.
+    let totals = per("year", "");
+    sections.push(section(q, "summary", "Summary", &format!(
+        "SELECT '{key}' AS period,
+           COALESCE(a.total_sales_usd, CAST(0 AS DECIMAL(18,2))) AS sales_usd,
+           COALESCE(a.orders, 0) AS orders,
+           (SELECT COUNT(*) FROM (SELECT customer_id FROM fact_sales
+              WHERE {f} AND {IS_SALE} AND customer_id IS NOT NULL GROUP BY customer_id) c) AS customers,
+           (SELECT COUNT(*) FROM fact_sales WHERE {f}) AS lines,
+           COALESCE(a.refunds, 0) AS refunds,
+           COALESCE(a.refunded_usd, CAST(0 AS DECIMAL(18,2))) AS refunded_usd,
+           (SELECT COUNT(*) FROM fact_sales WHERE {f} AND is_outlier) AS outliers
+         FROM (SELECT 1 AS one) d LEFT JOIN ({totals}) a ON TRUE"
+    )).await?);
 
     if let Period::Month(_) = period {
-        sections.push(section(q, "sales_by_day", "Sales by day", &format!(
-            "SELECT sales_date AS day, {orders} AS orders, {sales} AS sales_usd, {refunded} AS refunded_usd
-             FROM fact_sales WHERE {f} GROUP BY sales_date ORDER BY day"
-        )).await?);
+        sections.push(
+            section(
+                q,
+                "sales_by_day",
+                "Sales by day",
+                &format!(
+                    "SELECT sales_date AS day, orders, total_sales_usd AS sales_usd, refunded_usd
+             FROM ({}) d ORDER BY day",
+                    per("sales_date", "")
+                ),
+            )
+            .await?,
+        );
     }
 
     sections.push(section(q, "sales_by_store_region", "Sales by store and region", &format!(
-        "SELECT s.region, s.store_id, st.store_name, s.orders, s.sales_usd, s.refunds, s.refunded_usd
-         FROM (SELECT region, store_id, {orders} AS orders, {sales} AS sales_usd,
-                 COUNT(CASE WHEN {IS_REFUND} THEN 1 END) AS refunds, {refunded} AS refunded_usd
-               FROM fact_sales WHERE {f} GROUP BY region, store_id) s
+        "SELECT s.region, s.store_id, st.store_name, s.orders, s.total_sales_usd AS sales_usd,
+           s.refunds, s.refunded_usd
+         FROM ({}) s
          LEFT JOIN (SELECT store_id, store_name FROM dim_store WHERE is_current) st ON s.store_id = st.store_id
-         ORDER BY s.region, s.sales_usd DESC, s.store_id NULLS FIRST"
+         ORDER BY s.region, s.total_sales_usd DESC, s.store_id NULLS FIRST",
+        per("region, store_id", "")
     )).await?);
 
     sections.push(section(q, "top_products", "Top products", &format!(
-        "SELECT CAST(ROW_NUMBER() OVER (ORDER BY sales_usd DESC, product_id) AS BIGINT) AS rank,
-           product_id, product_name, category, units, orders, sales_usd
-         FROM (SELECT product_id, MAX(product_name) AS product_name, MAX(category) AS category,
-                 SUM(CASE WHEN {IS_SALE} THEN quantity END) AS units, {orders} AS orders, {sales} AS sales_usd
-               FROM fact_sales WHERE {f} GROUP BY product_id) p
-         WHERE sales_usd > 0 ORDER BY rank LIMIT {top_n}"
+        "SELECT CAST(ROW_NUMBER() OVER (ORDER BY p.total_sales_usd DESC, p.product_id) AS BIGINT) AS rank,
+           p.product_id, d.product_name, d.category, p.units, p.orders, p.total_sales_usd AS sales_usd
+         FROM ({}) p
+         LEFT JOIN (SELECT product_id, product_name, category FROM dim_product WHERE is_current) d
+           ON p.product_id = d.product_id
+         WHERE p.total_sales_usd > 0 ORDER BY rank LIMIT {top_n}",
+        per("product_id", "")
     )).await?);
 
     sections.push(section(q, "top_customers", "Top customers", &format!(
-        "SELECT CAST(ROW_NUMBER() OVER (ORDER BY t.sales_usd DESC, t.customer_id) AS BIGINT) AS rank,
-           t.customer_id, c.full_name, t.orders, t.sales_usd
-         FROM (SELECT customer_id, {orders} AS orders, {sales} AS sales_usd
-               FROM fact_sales WHERE {f} AND customer_id IS NOT NULL GROUP BY customer_id) t
+        "SELECT CAST(ROW_NUMBER() OVER (ORDER BY t.total_sales_usd DESC, t.customer_id) AS BIGINT) AS rank,
+           t.customer_id, c.full_name, t.orders, t.total_sales_usd AS sales_usd
+         FROM ({}) t
          LEFT JOIN (SELECT customer_id, full_name FROM dim_customer WHERE is_current) c ON t.customer_id = c.customer_id
-         WHERE t.sales_usd > 0 ORDER BY rank LIMIT {top_n}"
+         WHERE t.total_sales_usd > 0 ORDER BY rank LIMIT {top_n}",
+        per("customer_id", " AND customer_id IS NOT NULL")
     )).await?);
 
     sections.push(
