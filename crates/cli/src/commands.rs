@@ -588,6 +588,7 @@ async fn quarantine(app: &App, a: QuarantineArgs, quiet: bool) -> Result<ExitCod
             for (reason, n) in &report.still_by_reason {
                 println!("  still quarantined: {reason}={n}");
             }
+            return Ok(crate::marts::after_run(app, report.run_id).await);
         }
     }
     Ok(ExitCode::SUCCESS)
