@@ -43,11 +43,15 @@ async fn commit_actions(
 /// The months of `fact_sales` whose data changed in commits `after + 1 ..= upto`.
 /// `Ok(Err(reason))` when the log cannot tell (a commit is gone, the schema or partitioning
 /// changed, an action without the month's partition values).
+/// A table's partition columns and schema (as the JSON of its `schemaString`).
+pub type Layout = (Vec<String>, serde_json::Value);
+
 pub async fn touched_months(
     lake: &Lake,
     id: &TableId,
     after: i64,
     upto: i64,
+    baseline: Option<&Layout>,
 ) -> Result<std::result::Result<BTreeSet<YearMonth>, String>> {
     let mut months = BTreeSet::new();
     for version in after + 1..=upto {
@@ -58,11 +62,26 @@ pub async fn touched_months(
             )));
         };
         for action in actions {
-            if action.get("metaData").is_some() {
-                return Ok(Err(format!(
-                    "commit {version} of {} changed its schema or partitioning",
-                    id.display()
-                )));
+            if let Some(meta) = action.get("metaData") {
+                // A RESTORE restates the metadata; only a different layout is a change.
+                let partitions: Option<Vec<String>> = meta
+                    .get("partitionColumns")
+                    .and_then(|p| serde_json::from_value(p.clone()).ok());
+                let schema: Option<serde_json::Value> = meta
+                    .get("schemaString")
+                    .and_then(|s| s.as_str())
+                    .and_then(|s| serde_json::from_str(s).ok());
+                let same = match (baseline, partitions, schema) {
+                    (Some((bp, bs)), Some(p), Some(s)) => *bp == p && *bs == s,
+                    _ => false,
+                };
+                if !same {
+                    return Ok(Err(format!(
+                        "commit {version} of {} changed its schema or partitioning",
+                        id.display()
+                    )));
+                }
+                continue;
             }
             let Some(file) = action.get("add").or_else(|| action.get("remove")) else {
                 continue;

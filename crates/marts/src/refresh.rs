@@ -288,11 +288,13 @@ impl Marts {
                 "fact_sales is at version {after}, older than the version {before} the mart was built from (the table was re-created)"
             )));
         }
+        let baseline = self.fact_layout(before).await;
         match deltalog::touched_months(
             self.tables.lake(),
             &TableId::processed("fact_sales"),
             before,
             after,
+            baseline.as_ref(),
         )
         .await?
         {
@@ -323,6 +325,22 @@ impl Marts {
             }
         }
         Ok(Ok(Some(months)))
+    }
+
+    /// Partition columns and schema of `fact_sales` at a version, `None` when unreadable.
+    async fn fact_layout(&self, version: i64) -> Option<deltalog::Layout> {
+        if version < 0 {
+            return None;
+        }
+        let table = self
+            .tables
+            .open_at(&TableId::processed("fact_sales"), version)
+            .await
+            .ok()?;
+        let snapshot = table.snapshot().ok()?;
+        let partitions = snapshot.metadata().partition_columns().to_vec();
+        let schema = serde_json::to_value(snapshot.schema().as_ref()).ok()?;
+        Some((partitions, schema))
     }
 
     /// Register `fact_sales` and the mart's dimensions at the given versions (an absent
