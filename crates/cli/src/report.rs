@@ -4,7 +4,7 @@ use crate::context::App;
 use anyhow::{Result, bail};
 use chrono::{Local, NaiveDate};
 use shoplake_marts::report::{self, Period};
-use shoplake_marts::{Action, RefreshMode, YearMonth, publish};
+use shoplake_marts::{Action, RefreshMode, YearMonth};
 use shoplake_query::LakeQuery;
 use std::process::ExitCode;
 
@@ -86,9 +86,7 @@ pub async fn command(app: &App, a: ReportArgs) -> Result<ExitCode> {
         app.config.pipeline.memory_limit_mb * 1024 * 1024,
     )
     .await?;
-    let built = report::build(&q, period, app.config.reports.top_n).await?;
-    let files = built.files()?;
-    let published = publish::publish(&app.lake, period.kind(), &period.key(), files).await?;
+    let (built, published) = report::write(&app.lake, &q, period, app.config.reports.top_n).await?;
     let location = match app.lake.local_root() {
         Some(root) => root.join(&published.folder).display().to_string(),
         None => format!("{}{}", app.lake.root(), published.folder),

@@ -244,25 +244,23 @@ pub fn render(report: &Report) -> String {
     out.push_str("</section>");
 
     // Charts.
-    if let Some(s) = report.section("sales_by_store_region") {
-        let mut by_region: BTreeMap<String, i128> = BTreeMap::new();
-        for (r, v) in column(s, "region").into_iter().zip(column(s, "sales_usd")) {
-            *by_region.entry(r).or_default() += cents(&v);
-        }
-        let mut bars: Vec<Bar> = by_region
+    if let Some(s) = report.section("sales_by_region") {
+        let bars: Vec<Bar> = column(s, "region")
             .into_iter()
+            .zip(column(s, "sales_usd"))
             .map(|(label, v)| Bar {
                 label,
-                value: format_decimal(v, AMOUNT_SCALE),
-                shown: money(v),
+                shown: money(cents(&v)),
+                value: v,
             })
             .collect();
-        bars.sort_by_key(|b| std::cmp::Reverse(cents(&b.value)));
         let _ = write!(
             out,
-            "<section><h2>Sales by region (USD)</h2>{}</section>",
+            "<section><h2>Sales by region (USD)</h2>{}",
             svg::hbars("Sales by region (USD)", &bars)
         );
+        table(&mut out, s);
+        out.push_str("</section>");
     }
     if let (Some(s), Period::Month(m)) = (report.section("sales_by_day"), report.period) {
         // Every day of the month, days without sales as zero.

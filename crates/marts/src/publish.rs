@@ -18,8 +18,8 @@ use crate::Result;
 use bytes::Bytes;
 use chrono::Utc;
 use futures::TryStreamExt;
-use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStoreExt, WriteMultipart};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use shoplake_storage::{Lake, Zone};
@@ -71,49 +71,132 @@ pub async fn current(lake: &Lake, kind: &str, key: &str) -> Result<Option<Manife
     }
 }
 
-/// Write `files` as the new report of `kind`/`key`, replacing any earlier one atomically.
-pub async fn publish(
-    lake: &Lake,
-    kind: &str,
-    key: &str,
-    files: Vec<(String, Bytes)>,
-) -> Result<Published> {
-    let now = Utc::now();
-    let generation = format!(
-        "g{}-{}",
-        now.format("%Y%m%dT%H%M%S%6fZ"),
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
-    let base = base(kind, key);
-    let folder = format!("{base}/{generation}");
-    let mut listed = Vec::new();
-    for (name, bytes) in files {
-        let path = ObjectPath::from(format!("{folder}/{name}"));
-        listed.push(ManifestFile {
-            name,
+/// A report being written: files go into its own generation folder; [`Generation::commit`]
+/// makes it the current report. Dropped without a commit, it leaves a folder that the next
+/// commit of the same period removes.
+pub struct Generation {
+    lake: Lake,
+    kind: String,
+    key: String,
+    generation: String,
+    files: Vec<ManifestFile>,
+    created_at: chrono::DateTime<Utc>,
+}
+
+/// A file of a generation, written in parts (multipart upload), so a large section never has
+/// to be held in memory whole.
+pub struct FileWriter {
+    name: String,
+    upload: WriteMultipart,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl FileWriter {
+    pub async fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.upload.wait_for_capacity(4).await?;
+        self.upload.write(data);
+        self.hasher.update(data);
+        self.bytes += data.len() as u64;
+        Ok(())
+    }
+}
+
+impl Generation {
+    /// Start a new report of `kind` (`daily`, `monthly`) for `key` (the period).
+    pub fn begin(lake: &Lake, kind: &str, key: &str) -> Generation {
+        let now = Utc::now();
+        let generation = format!(
+            "g{}-{}",
+            now.format("%Y%m%dT%H%M%S%6fZ"),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        Generation {
+            lake: lake.clone(),
+            kind: kind.to_string(),
+            key: key.to_string(),
+            generation,
+            files: Vec::new(),
+            created_at: now,
+        }
+    }
+
+    /// Object path of the generation folder.
+    pub fn folder(&self) -> String {
+        format!("{}/{}", base(&self.kind, &self.key), self.generation)
+    }
+
+    fn path(&self, name: &str) -> ObjectPath {
+        ObjectPath::from(format!("{}/{name}", self.folder()))
+    }
+
+    /// Write a whole small file.
+    pub async fn put(&mut self, name: &str, bytes: Bytes) -> Result<()> {
+        self.files.push(ManifestFile {
+            name: name.to_string(),
             bytes: bytes.len() as u64,
             sha256: hex::encode(Sha256::digest(&bytes)),
         });
-        lake.put(&path, bytes).await?;
+        self.lake.put(&self.path(name), bytes).await?;
+        Ok(())
     }
-    let manifest = Manifest {
-        kind: kind.to_string(),
-        key: key.to_string(),
-        generation: generation.clone(),
-        created_at: now.to_rfc3339(),
-        files: listed,
-    };
-    let json = serde_json::to_vec_pretty(&manifest)
-        .map_err(|e| crate::MartError::Internal(e.to_string()))?;
-    // The flip: readers see the new report from here on.
-    lake.put(
-        &ObjectPath::from(format!("{base}/{MANIFEST}")),
-        Bytes::from(json),
-    )
-    .await?;
 
-    // Remove every generation the manifest does not name (a concurrent writer may have flipped
-    // to its own since: keep that one too).
+    /// Start a file written in parts.
+    pub async fn create(&self, name: &str) -> Result<FileWriter> {
+        let upload = self.lake.store().put_multipart(&self.path(name)).await?;
+        Ok(FileWriter {
+            name: name.to_string(),
+            upload: WriteMultipart::new_with_chunk_size(upload, 8 * 1024 * 1024),
+            hasher: Sha256::new(),
+            bytes: 0,
+        })
+    }
+
+    /// Finish a file started with [`Generation::create`].
+    pub async fn close(&mut self, file: FileWriter) -> Result<()> {
+        file.upload.finish().await?;
+        self.files.push(ManifestFile {
+            name: file.name,
+            bytes: file.bytes,
+            sha256: hex::encode(file.hasher.finalize()),
+        });
+        Ok(())
+    }
+
+    /// Make this the current report of its period (the manifest flip), then delete the other
+    /// generations.
+    pub async fn commit(self) -> Result<Published> {
+        let base = base(&self.kind, &self.key);
+        let folder = self.folder();
+        let manifest = Manifest {
+            kind: self.kind.clone(),
+            key: self.key.clone(),
+            generation: self.generation.clone(),
+            created_at: self.created_at.to_rfc3339(),
+            files: self.files,
+        };
+        let json = serde_json::to_vec_pretty(&manifest)
+            .map_err(|e| crate::MartError::Internal(e.to_string()))?;
+        // The flip: readers see the new report from here on.
+        self.lake
+            .put(
+                &ObjectPath::from(format!("{base}/{MANIFEST}")),
+                Bytes::from(json),
+            )
+            .await?;
+        let replaced = remove_others(&self.lake, &self.kind, &self.key, &self.generation).await?;
+        Ok(Published {
+            manifest,
+            folder,
+            replaced,
+        })
+    }
+}
+
+/// Remove every generation of a period but `keep` and the one the manifest names (a concurrent
+/// writer may have flipped to its own since).
+async fn remove_others(lake: &Lake, kind: &str, key: &str, keep: &str) -> Result<usize> {
+    let base = base(kind, key);
     let pointed = current(lake, kind, key).await?.map(|m| m.generation);
     let store = lake.store();
     let listing = store
@@ -124,7 +207,7 @@ pub async fn publish(
         let Some(name) = prefix.filename().map(str::to_string) else {
             continue;
         };
-        if name == generation || Some(&name) == pointed.as_ref() || !name.starts_with('g') {
+        if name == keep || Some(&name) == pointed.as_ref() || !name.starts_with('g') {
             continue;
         }
         let objects: Vec<_> = store.list(Some(&prefix)).try_collect().await?;
@@ -140,11 +223,21 @@ pub async fn publish(
         }
         replaced += 1;
     }
-    Ok(Published {
-        manifest,
-        folder,
-        replaced,
-    })
+    Ok(replaced)
+}
+
+/// Write `files` as the new report of `kind`/`key`, replacing any earlier one atomically.
+pub async fn publish(
+    lake: &Lake,
+    kind: &str,
+    key: &str,
+    files: Vec<(String, Bytes)>,
+) -> Result<Published> {
+    let mut g = Generation::begin(lake, kind, key);
+    for (name, bytes) in files {
+        g.put(&name, bytes).await?;
+    }
+    g.commit().await
 }
 
 #[cfg(test)]

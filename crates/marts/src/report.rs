@@ -7,14 +7,17 @@
 //! incentives and the coupon list (from the marts).
 
 use crate::model::{IS_REFUND, IS_SALE, Mart, YearMonth, per_key_sql};
+use crate::publish::{Generation, Published};
 use crate::{MartError, Result};
 use bytes::Bytes;
 use chrono::{Datelike, NaiveDate, Utc};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
+use futures::StreamExt;
 use shoplake_core::Entity;
 use shoplake_query::LakeQuery;
+use shoplake_storage::Lake;
 use std::sync::Arc;
 
 /// The period a report covers.
@@ -84,38 +87,29 @@ impl Period {
     }
 }
 
-/// One part of a report: a CSV file and a part of the page.
+/// Rows of a section kept in memory for the page (the CSV file has them all).
+pub const PREVIEW_ROWS: usize = 200;
+
+/// One part of a report: a CSV file (streamed to the lake) and a part of the page.
 #[derive(Debug, Clone)]
 pub struct Section {
     /// File name without `.csv`.
     pub name: &'static str,
     pub title: &'static str,
     pub schema: SchemaRef,
+    /// The first [`PREVIEW_ROWS`] rows.
     pub batches: Vec<RecordBatch>,
+    /// All rows (in the CSV file).
+    pub total_rows: usize,
 }
 
 impl Section {
     pub fn rows(&self) -> usize {
-        self.batches.iter().map(|b| b.num_rows()).sum()
-    }
-
-    /// The section as CSV text (a header even when there are no rows).
-    pub fn csv(&self) -> Result<Vec<u8>> {
-        let mut out = Vec::new();
-        {
-            let mut w = datafusion::arrow::csv::WriterBuilder::new()
-                .with_header(true)
-                .build(&mut out);
-            w.write(&RecordBatch::new_empty(self.schema.clone()))?;
-            for b in &self.batches {
-                w.write(b)?;
-            }
-        }
-        Ok(out)
+        self.total_rows
     }
 }
 
-/// A built report.
+/// A written report: its sections (with their first rows) and where it was published.
 #[derive(Debug, Clone)]
 pub struct Report {
     pub period: Period,
@@ -127,19 +121,14 @@ impl Report {
     pub fn section(&self, name: &str) -> Option<&Section> {
         self.sections.iter().find(|s| s.name == name)
     }
+}
 
-    /// The files of the report: one CSV per section and `report.html`.
-    pub fn files(&self) -> Result<Vec<(String, Bytes)>> {
-        let mut out = Vec::new();
-        for s in &self.sections {
-            out.push((format!("{}.csv", s.name), Bytes::from(s.csv()?)));
-        }
-        out.push((
-            "report.html".to_string(),
-            Bytes::from(crate::html::render(self)),
-        ));
-        Ok(out)
-    }
+fn csv_into(buf: &mut Vec<u8>, batch: &RecordBatch, header: bool) -> Result<()> {
+    let mut w = datafusion::arrow::csv::WriterBuilder::new()
+        .with_header(header)
+        .build(&mut *buf);
+    w.write(batch)?;
+    Ok(())
 }
 
 /// Register empty stand-ins for the dimensions and marts a lake does not have yet, so every
@@ -173,33 +162,65 @@ async fn ensure_tables(q: &LakeQuery) -> Result<()> {
     }
 }
 
+/// Run a section's query and stream its rows into `<name>.csv` of the generation, keeping the
+/// first rows for the page.
 async fn section(
     q: &LakeQuery,
+    g: &mut Generation,
     name: &'static str,
     title: &'static str,
     sql: &str,
 ) -> Result<Section> {
     let df = q.context().sql(sql).await?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    let batches = df.collect().await?;
+    let mut stream = df.execute_stream().await?;
+    let mut file = g.create(&format!("{name}.csv")).await?;
+    let mut buf = Vec::new();
+    csv_into(&mut buf, &RecordBatch::new_empty(schema.clone()), true)?;
+    let (mut batches, mut kept, mut total_rows) = (Vec::new(), 0, 0);
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        total_rows += batch.num_rows();
+        if kept < PREVIEW_ROWS && batch.num_rows() > 0 {
+            let take = (PREVIEW_ROWS - kept).min(batch.num_rows());
+            batches.push(batch.slice(0, take));
+            kept += take;
+        }
+        csv_into(&mut buf, &batch, false)?;
+        if buf.len() >= 4 << 20 {
+            file.write(&buf).await?;
+            buf.clear();
+        }
+    }
+    file.write(&buf).await?;
+    g.close(file).await?;
     Ok(Section {
         name,
         title,
         schema,
         batches,
+        total_rows,
     })
 }
 
-/// Build the report of a period. `top_n` bounds the top-products and top-customers lists.
-pub async fn build(q: &LakeQuery, period: Period, top_n: usize) -> Result<Report> {
+/// Write the report of a period into the lake (see [`crate::publish`]): every section's CSV
+/// file, streamed, then `report.html`, then the manifest flip. `top_n` bounds the
+/// top-products and top-customers lists.
+pub async fn write(
+    lake: &Lake,
+    q: &LakeQuery,
+    period: Period,
+    top_n: usize,
+) -> Result<(Report, Published)> {
     ensure_tables(q).await?;
+    let mut g = Generation::begin(lake, period.kind(), &period.key());
     let f = period.fact_filter();
     let key = period.key();
     let mut sections = Vec::new();
     let per = |keys: &str, extra: &str| per_key_sql(keys, &format!("{f}{extra}"));
     // Within a day or a month `year` is one value: grouping by it gives the period's totals.
     let totals = per("year", "");
-    sections.push(section(q, "summary", "Summary", &format!(
+    sections.push(section(q, &mut g, "summary", "Summary", &format!(
         "SELECT '{key}' AS period,
            COALESCE(a.total_sales_usd, CAST(0 AS DECIMAL(18,2))) AS sales_usd,
            COALESCE(a.orders, 0) AS orders,
@@ -216,6 +237,7 @@ pub async fn build(q: &LakeQuery, period: Period, top_n: usize) -> Result<Report
         sections.push(
             section(
                 q,
+                &mut g,
                 "sales_by_day",
                 "Sales by day",
                 &format!(
@@ -228,7 +250,22 @@ pub async fn build(q: &LakeQuery, period: Period, top_n: usize) -> Result<Report
         );
     }
 
-    sections.push(section(q, "sales_by_store_region", "Sales by store and region", &format!(
+    sections.push(
+        section(
+            q,
+            &mut g,
+            "sales_by_region",
+            "Sales by region",
+            &format!(
+                "SELECT region, orders, total_sales_usd AS sales_usd, refunds, refunded_usd
+         FROM ({}) r ORDER BY total_sales_usd DESC, region",
+                per("region", "")
+            ),
+        )
+        .await?,
+    );
+
+    sections.push(section(q, &mut g, "sales_by_store_region", "Sales by store and region", &format!(
         "SELECT s.region, s.store_id, st.store_name, s.orders, s.total_sales_usd AS sales_usd,
            s.refunds, s.refunded_usd
          FROM ({}) s
@@ -237,7 +274,7 @@ pub async fn build(q: &LakeQuery, period: Period, top_n: usize) -> Result<Report
         per("region, store_id", "")
     )).await?);
 
-    sections.push(section(q, "top_products", "Top products", &format!(
+    sections.push(section(q, &mut g, "top_products", "Top products", &format!(
         "SELECT CAST(ROW_NUMBER() OVER (ORDER BY p.total_sales_usd DESC, p.product_id) AS BIGINT) AS rank,
            p.product_id, d.product_name, d.category, p.units, p.orders, p.total_sales_usd AS sales_usd
          FROM ({}) p
@@ -247,7 +284,7 @@ pub async fn build(q: &LakeQuery, period: Period, top_n: usize) -> Result<Report
         per("product_id", "")
     )).await?);
 
-    sections.push(section(q, "top_customers", "Top customers", &format!(
+    sections.push(section(q, &mut g, "top_customers", "Top customers", &format!(
         "SELECT CAST(ROW_NUMBER() OVER (ORDER BY t.total_sales_usd DESC, t.customer_id) AS BIGINT) AS rank,
            t.customer_id, c.full_name, t.orders, t.total_sales_usd AS sales_usd
          FROM ({}) t
@@ -259,6 +296,7 @@ pub async fn build(q: &LakeQuery, period: Period, top_n: usize) -> Result<Report
     sections.push(
         section(
             q,
+            &mut g,
             "refunds",
             "Refunds",
             &format!(
@@ -275,6 +313,7 @@ pub async fn build(q: &LakeQuery, period: Period, top_n: usize) -> Result<Report
         sections.push(
             section(
                 q,
+                &mut g,
                 "incentives",
                 "Sales team incentives",
                 &format!(
@@ -289,6 +328,7 @@ pub async fn build(q: &LakeQuery, period: Period, top_n: usize) -> Result<Report
         sections.push(
             section(
                 q,
+                &mut g,
                 "coupons",
                 "Coupons",
                 &format!(
@@ -307,6 +347,7 @@ pub async fn build(q: &LakeQuery, period: Period, top_n: usize) -> Result<Report
     sections.push(
         section(
             q,
+            &mut g,
             "data_quality",
             "Data quality: files received",
             &format!(
@@ -321,6 +362,7 @@ pub async fn build(q: &LakeQuery, period: Period, top_n: usize) -> Result<Report
     sections.push(
         section(
             q,
+            &mut g,
             "data_quality_reasons",
             "Data quality: quarantined rows by reason",
             &format!(
@@ -333,9 +375,13 @@ pub async fn build(q: &LakeQuery, period: Period, top_n: usize) -> Result<Report
         .await?,
     );
 
-    Ok(Report {
+    let report = Report {
         period,
         sections,
         generated_at: Utc::now(),
-    })
+    };
+    g.put("report.html", Bytes::from(crate::html::render(&report)))
+        .await?;
+    let published = g.commit().await?;
+    Ok((report, published))
 }

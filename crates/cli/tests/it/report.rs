@@ -123,6 +123,21 @@ fn monthly_and_daily_reports_hold_the_right_rows() {
         "{coupons:?}"
     );
 
+    assert_eq!(
+        rows(&m.join("sales_by_region.csv")),
+        vec![format!("Unknown|{}|{}|0|0.00", sales.len(), money(total))]
+    );
+    // The manifest lists every file with its checksum.
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(lake.join("reports/monthly/2023-03/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let listed = manifest["files"].as_array().unwrap();
+    assert_eq!(listed.len(), std::fs::read_dir(&m).unwrap().count());
+    for f in listed {
+        let bytes = std::fs::read(m.join(f["name"].as_str().unwrap())).unwrap();
+        assert_eq!(f["bytes"].as_u64().unwrap(), bytes.len() as u64, "{f}");
+    }
     let days = rows(&m.join("sales_by_day.csv"));
     assert_eq!(days.len(), 5, "{days:?}");
     assert_eq!(
