@@ -34,7 +34,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// Commit metadata key holding a mart's [`MartState`].
+/// Commit metadata key holding what a mart was built from (model, rules, source versions).
 pub const STATE_KEY: &str = "shoplake.marts";
 
 /// How much to recompute.
