@@ -3,8 +3,10 @@
 
 mod commands;
 mod context;
+mod marts;
 mod output;
 mod progress;
+mod report;
 
 use clap::{Parser, Subcommand};
 use context::GlobalArgs;
@@ -51,6 +53,10 @@ enum Command {
     Quarantine(commands::QuarantineArgs),
     /// List the file ledger.
     Files,
+    /// Refresh the data marts (`shoplake run` does it after every load).
+    Marts(marts::MartsArgs),
+    /// Write the daily or monthly report (CSV files and an HTML page) into reports/.
+    Report(report::ReportArgs),
 }
 
 fn main() -> ExitCode {

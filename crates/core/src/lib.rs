@@ -19,7 +19,10 @@ pub mod config;
 pub mod model;
 pub mod values;
 
-pub use config::{Config, ConfigError, PipelineConfig, SourceConfig, UnknownMembers};
+pub use config::{
+    Config, ConfigError, CouponTier, DecimalSetting, MartsConfig, PipelineConfig, ReportsConfig,
+    SourceConfig, UnknownMembers,
+};
 pub use model::{Entity, FieldType, Format, ReasonCode};
 
 /// Source names become folder names in the lake: lower-case ASCII letters, digits, `_`, `-`.

@@ -4,8 +4,10 @@
 mod bad_input;
 mod cli;
 mod generated;
+mod marts;
 mod recovery;
 mod replay;
+mod report;
 mod seeds;
 mod slt;
 mod util;
