@@ -1530,6 +1530,13 @@ impl RefSink {
                 out[ni] = Some(parts.join(" "));
             }
         }
+        // Derived: the masked phone (last four digits), the only clear form of a phone kept.
+        if let (Some(pi), Some(mi)) = (pos(self.entity, "phone"), pos(self.entity, "phone_masked"))
+            && out[mi].is_none()
+            && let Some(raw) = self.idx[pi].and_then(|i| values.get(i).copied().flatten())
+        {
+            out[mi] = values::mask_phone(raw);
+        }
         debug_assert!(natural_key(self.entity, &out).is_some());
         Ok(out)
     }

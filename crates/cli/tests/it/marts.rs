@@ -193,6 +193,7 @@ async fn customer_mart_matches_totals_from_the_raw_files() {
 
     // Names and addresses come from the customer files (the current version of each customer).
     let mut people = BTreeMap::new();
+    let mut phones = BTreeMap::new();
     for r in read_csv(&fixtures("seed003").join("customer.csv")) {
         people.insert(
             r["customer_id"].clone(),
@@ -201,6 +202,13 @@ async fn customer_mart_matches_totals_from_the_raw_files() {
                 format!("{}, {}", r["address"], r["pincode"]),
             ),
         );
+        // Masked: every digit but the last four hidden.
+        let digits: String = r["phone_number"]
+            .chars()
+            .filter(char::is_ascii_digit)
+            .collect();
+        let masked = "*".repeat(digits.len() - 4) + &digits[digits.len() - 4..];
+        phones.insert(r["customer_id"].clone(), masked);
     }
     for r in read_csv(&fixtures("seed004").join("customers.csv")) {
         people.insert(
@@ -221,6 +229,23 @@ async fn customer_mart_matches_totals_from_the_raw_files() {
             "customer {id}"
         );
     }
+    for (id, masked) in &phones {
+        let rows = lake
+            .rows(&format!(
+                "SELECT DISTINCT phone_masked FROM mart_customer_monthly WHERE customer_id = '{id}'"
+            ))
+            .await;
+        // Customers without sales are not in the mart.
+        assert!(
+            rows.is_empty() || rows == vec![masked.clone()],
+            "customer {id}: {rows:?}"
+        );
+    }
+    assert!(
+        lake.count("SELECT COUNT(*) FROM mart_customer_monthly WHERE phone_masked LIKE '******%'")
+            .await
+            > 0
+    );
     // A customer known only from a sale is in the mart, flagged, without a name.
     assert_eq!(
         lake.rows("SELECT full_name, customer_inferred FROM mart_customer_monthly WHERE customer_id = '104'").await,
