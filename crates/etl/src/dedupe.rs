@@ -101,6 +101,35 @@ impl LakeKeys {
     }
 }
 
+/// The keys of the sales of this run so far.
+pub enum RunKeys {
+    /// Every key, exactly (small loads such as a quarantine replay).
+    Exact(HashSet<u128>),
+    /// A filter: a key it may have seen is settled after the scan, against the rows spilled
+    /// so far and the earlier held ones.
+    Filter(Bloom),
+}
+
+impl RunKeys {
+    /// Record a key; whether the run has seen it before.
+    pub fn check_insert(&mut self, key: u128) -> InLake {
+        match self {
+            RunKeys::Exact(keys) => {
+                if keys.insert(key) {
+                    InLake::No
+                } else {
+                    InLake::Yes
+                }
+            }
+            RunKeys::Filter(bloom) if bloom.may_contain(key) => InLake::Maybe,
+            RunKeys::Filter(bloom) => {
+                bloom.insert(key);
+                InLake::No
+            }
+        }
+    }
+}
+
 /// A dedupe key as stored in `fact_sales.dedupe_key` (16 bytes, big-endian).
 pub fn key_of(bytes: &[u8]) -> Option<u128> {
     <[u8; 16]>::try_from(bytes).ok().map(u128::from_be_bytes)
@@ -217,11 +246,14 @@ impl Held {
 }
 
 /// Split a held batch into the rows to load and, per file, the count of duplicates dropped
-/// (with the inferred-member flags of the dropped rows, from `inferred`).
+/// (with the inferred-member flags of the dropped rows, from `inferred`). A held row is a
+/// duplicate when its key is in `existing` (the table, or rows of this run that were not
+/// held) or an earlier held row had it (`earlier`, updated here).
 pub fn settle(
     batch: &RecordBatch,
     inferred: &[u8],
     existing: &HashSet<u128>,
+    earlier: &mut HashSet<u128>,
     dropped: &mut std::collections::BTreeMap<i64, i64>,
     dropped_inferred: &mut (u64, u64),
 ) -> Result<RecordBatch> {
@@ -232,7 +264,8 @@ pub fn settle(
         .ok_or_else(|| EtlError::Internal("held batch without file_id".into()))?;
     let mut keep = Vec::with_capacity(batch.num_rows());
     for (i, flags) in inferred.iter().enumerate().take(batch.num_rows()) {
-        let dup = key_of(keys.value(i)).is_some_and(|k| existing.contains(&k));
+        let dup =
+            key_of(keys.value(i)).is_some_and(|k| existing.contains(&k) || !earlier.insert(k));
         if dup {
             *dropped.entry(files.value(i)).or_default() += 1;
             dropped_inferred.0 += u64::from(flags & 1);
@@ -305,13 +338,16 @@ mod tests {
         held.push(batch(&[key(1), key(2)], 7), &[0, 1]).unwrap();
         held.push(batch(&[key(3), key(4), key(5)], 8), &[2, 0, 3])
             .unwrap();
+        // Seen again later in the run: a duplicate of the first held row.
+        held.push(batch(&[key(1)], 9), &[0]).unwrap();
         assert!(held.spilled());
-        assert_eq!(held.rows(), 5);
+        assert_eq!(held.rows(), 6);
         let keys = held.keys().unwrap();
         assert_eq!(keys.len(), 5);
         let existing: HashSet<u128> = [key(2), key(5)].into_iter().collect();
         let inferred = std::mem::take(&mut held.inferred);
         let (mut dropped, mut dropped_inferred) = (Default::default(), (0, 0));
+        let mut earlier = HashSet::new();
         let mut kept = Vec::new();
         let mut offset = 0;
         for b in held.batches().unwrap() {
@@ -321,6 +357,7 @@ mod tests {
                 &b,
                 &inferred[offset..offset + n],
                 &existing,
+                &mut earlier,
                 &mut dropped,
                 &mut dropped_inferred,
             )
@@ -329,7 +366,7 @@ mod tests {
             kept.extend(key_column(&k).unwrap().iter().flatten().filter_map(key_of));
         }
         assert_eq!(kept, vec![key(1), key(3), key(4)]);
-        assert_eq!(dropped, [(7, 1), (8, 1)].into_iter().collect());
+        assert_eq!(dropped, [(7, 1), (8, 1), (9, 1)].into_iter().collect());
         // Row 2 had an inferred customer, row 5 both.
         assert_eq!(dropped_inferred, (2, 1));
     }

@@ -9,7 +9,7 @@
 //! uninterrupted run.
 
 use crate::convert::{Rejection, canonical, parse_month};
-use crate::dedupe::{self, Bloom, Held, LakeKeys};
+use crate::dedupe::{self, Bloom, Held, LakeKeys, RunKeys};
 use crate::dim::{Applied, Dim, days_since_epoch, natural_key};
 use crate::pii::PiiKey;
 use crate::quarantine::{QuarantinedRow, record_json};
@@ -728,6 +728,22 @@ impl Pipeline {
     ) -> Result<SalesStep> {
         let mut prepared = Vec::new();
         let total: u64 = files.iter().map(|(f, _)| f.size_bytes as u64).sum();
+        // The run's keys in a filter sized from the input (at least 40 bytes a row, gzip about
+        // a fifth of that): a wrong guess only holds back more rows for the exact check.
+        let mut lookups = lookups;
+        let rows_guess: u64 = files
+            .iter()
+            .map(|(f, _)| {
+                let bytes = f.size_bytes.max(0) as u64;
+                if f.name.ends_with(".gz") {
+                    bytes * 5
+                } else {
+                    bytes
+                }
+            })
+            .sum::<u64>()
+            / 40;
+        lookups.seen = RunKeys::Filter(Bloom::with_capacity(rows_guess as usize));
         for (f, entry) in files {
             let (schema, mapping) = parse_entry(entry)?;
             let reader = self.open_raw(f).await?;
@@ -790,31 +806,26 @@ impl Pipeline {
             } => (lookups, outcomes, range, inferred_rows),
         };
 
-        // Rows whose key fact_sales may already hold: check them exactly, load the new ones.
+        // The scan is over: the spill files hold every row that was not held back.
+        drop(tx);
+        let mut append = (&mut writer.0)
+            .await
+            .map_err(|e| EtlError::Internal(e.to_string()))??;
+        // Held rows have keys the table or this run may already have: check them exactly and
+        // add the new ones to the same commit.
         let mut dropped = BTreeMap::new();
         let mut dropped_inferred = (0, 0);
         if held.rows() > 0 {
-            let settled = self
-                .settle_held(
-                    &lookups.lake,
-                    &mut held,
-                    &tx,
-                    &mut dropped,
-                    &mut dropped_inferred,
-                    progress,
-                )
-                .await;
-            if let Err(e) = settled {
-                let _ = tx
-                    .send(Err(DataFusionError::External(e.to_string().into())))
-                    .await;
-                return Err(e);
-            }
+            self.settle_held(
+                &lookups.lake,
+                &mut held,
+                &mut append,
+                &mut dropped,
+                &mut dropped_inferred,
+                progress,
+            )
+            .await?;
         }
-        drop(tx);
-        let append = (&mut writer.0)
-            .await
-            .map_err(|e| EtlError::Internal(e.to_string()))??;
         progress.stage_rows("writing fact_sales", append.rows());
         let version = append
             .commit(&self.tables, run_id, &|rows| progress.advance(rows))
@@ -841,27 +852,46 @@ impl Pipeline {
         })
     }
 
-    /// Check the held rows against the keys of `fact_sales` and send the new ones to the
-    /// writer; `dropped` counts the duplicates per file.
+    /// Check the held rows against the keys of `fact_sales`, the rows of this run that were
+    /// not held, and each other, and add the new ones to `append`; `dropped` counts the
+    /// duplicates per file.
     async fn settle_held(
         &self,
         lake: &LakeKeys,
         held: &mut Held,
-        tx: &mpsc::Sender<BatchResult>,
+        append: &mut PartitionedAppend,
         dropped: &mut BTreeMap<i64, i64>,
         dropped_inferred: &mut (u64, u64),
         progress: &dyn Progress,
     ) -> Result<()> {
-        let LakeKeys::Filter { version, .. } = lake else {
-            return Err(EtlError::Internal(
-                "rows were held without a fact_sales filter".into(),
-            ));
-        };
         progress.stage_rows("checking duplicates", held.rows() as u64);
         let keys = held.keys()?;
-        let existing = self.lake_keys_in(*version, &keys).await?;
+        let mut existing = match lake {
+            LakeKeys::Filter { version, .. } => self.lake_keys_in(*version, &keys).await?,
+            LakeKeys::Exact(all) => keys.iter().filter(|k| all.contains(k)).copied().collect(),
+            LakeKeys::Empty => HashSet::new(),
+        };
+        tokio::task::block_in_place(|| {
+            append.scan_column("dedupe_key", |col| {
+                if let Ok(col) = datafusion::arrow::compute::cast(
+                    col,
+                    &datafusion::arrow::datatypes::DataType::Binary,
+                ) && let Some(col) = col
+                    .as_any()
+                    .downcast_ref::<datafusion::arrow::array::BinaryArray>()
+                {
+                    existing.extend(
+                        col.iter()
+                            .flatten()
+                            .filter_map(dedupe::key_of)
+                            .filter(|k| keys.contains(k)),
+                    );
+                }
+            })
+        })?;
         drop(keys);
         let inferred = std::mem::take(&mut held.inferred);
+        let mut earlier = HashSet::new();
         let mut offset = 0;
         for batch in held.batches()? {
             let batch = batch?;
@@ -870,15 +900,13 @@ impl Pipeline {
                 &batch,
                 &inferred[offset..offset + n],
                 &existing,
+                &mut earlier,
                 dropped,
                 dropped_inferred,
             )?;
             offset += n;
             progress.advance(n as u64);
-            if kept.num_rows() > 0 && tx.send(Ok(kept)).await.is_err() {
-                // The writer stopped; its error is reported when it is awaited.
-                break;
-            }
+            tokio::task::block_in_place(|| append.push(&kept))?;
         }
         progress.done();
         Ok(())
@@ -1086,7 +1114,7 @@ fn make_lookups(dims: Dims, lake: LakeKeys) -> Lookups {
             .remove(&Entity::SalesTeam)
             .unwrap_or_else(|| Dim::new(Entity::SalesTeam)),
         fx,
-        seen: HashSet::new(),
+        seen: RunKeys::Exact(HashSet::new()),
         lake,
     }
 }

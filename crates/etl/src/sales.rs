@@ -4,7 +4,7 @@
 //! late-arriving members are inferred, amounts filled, converted to USD and enriched.
 
 use crate::convert::{Rejection, parse_date};
-use crate::dedupe::{InLake, LakeKeys};
+use crate::dedupe::{InLake, LakeKeys, RunKeys};
 use crate::dim::{Dim, days_since_epoch};
 use crate::schema::{AMOUNT, FACT_SALES, PRICE, RATE};
 use chrono::{Datelike, NaiveDate};
@@ -15,7 +15,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::DataType;
 use shoplake_core::values::{self, AMOUNT_SCALE, PRICE_SCALE, RATE_SCALE};
 use shoplake_core::{ReasonCode, UnknownMembers};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Sales fields the transform reads, in `SALES_FIELDS` order.
@@ -69,7 +69,7 @@ pub struct Lookups {
     /// (currency, year * 100 + month) -> USD per unit, scaled by 10^8.
     pub fx: HashMap<(String, i32), i128>,
     /// Dedupe keys of the sales of this run.
-    pub seen: HashSet<u128>,
+    pub seen: RunKeys,
     /// The keys `fact_sales` already holds.
     pub lake: LakeKeys,
 }
@@ -173,14 +173,17 @@ impl<'l> SalesTransform<'l> {
             Err((reason, detail)) => return Outcome::Rejected(reason, detail),
         };
         let key = self.dedupe_key(&v, values);
-        if !self.lookups.seen.insert(key) {
-            return Outcome::Duplicate;
-        }
-        match self.lookups.lake.check(key) {
+        let held = match self.lookups.seen.check_insert(key) {
             InLake::Yes => return Outcome::Duplicate,
-            InLake::No => self.load(line, &v, values, key, false),
-            InLake::Maybe => self.load(line, &v, values, key, true),
-        }
+            // Seen earlier in the run, maybe: settled after the scan.
+            InLake::Maybe => true,
+            InLake::No => match self.lookups.lake.check(key) {
+                InLake::Yes => return Outcome::Duplicate,
+                InLake::Maybe => true,
+                InLake::No => false,
+            },
+        };
+        self.load(line, &v, values, key, held);
         Outcome::Loaded
     }
 
@@ -630,6 +633,7 @@ impl FactBuilder {
 mod tests {
     use super::*;
     use datafusion::arrow::util::display::array_value_to_string;
+    use std::collections::HashSet;
 
     fn lookups() -> Lookups {
         let mut products = Dim::new(shoplake_core::Entity::Products);
@@ -663,7 +667,7 @@ mod tests {
             stores,
             sales_team: Dim::new(shoplake_core::Entity::SalesTeam),
             fx: HashMap::from([(("EUR".to_string(), 202503), 108_000_000)]),
-            seen: HashSet::new(),
+            seen: RunKeys::Exact(HashSet::new()),
             lake: LakeKeys::Empty,
         }
     }

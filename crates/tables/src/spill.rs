@@ -154,6 +154,29 @@ impl PartitionedAppend {
         Ok(())
     }
 
+    /// Read one column of every row pushed so far (the spill files are flushed first).
+    pub fn scan_column(&mut self, name: &str, mut f: impl FnMut(&ArrayRef)) -> Result<()> {
+        let engine = |e: datafusion::arrow::error::ArrowError| TableError::Engine {
+            table: self.id.display(),
+            source: Box::new(e.into()),
+        };
+        let index = self.schema.index_of(name).map_err(engine)?;
+        for part in self.parts.values_mut() {
+            part.writer.flush().map_err(engine)?;
+            let file =
+                File::open(&part.path).map_err(|e| spill_error(&self.id, self.dir.path(), e))?;
+            let reader = StreamReader::try_new(
+                BufReader::with_capacity(SPILL_BUFFER, file),
+                Some(vec![index]),
+            )
+            .map_err(engine)?;
+            for batch in reader {
+                f(batch.map_err(engine)?.column(0));
+            }
+        }
+        Ok(())
+    }
+
     /// Take batches from `input` until it closes. An `Err` in the stream abandons the write
     /// (the spill files go with `self`).
     pub async fn receive(mut self, mut input: mpsc::Receiver<BatchResult>) -> Result<Self> {
