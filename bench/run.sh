@@ -3,7 +3,7 @@
 #
 #   bench/run.sh [ROWS]          ROWS sales rows (default 10,000,000)
 #
-# Builds shoplake in release mode, generates the data once per size (bench/out/data-ROWS), then
+# Builds shoplake in release mode (or PROFILE=quick), generates the data once per size (bench/out/data-ROWS), then
 # times, each in a fresh output folder:
 #   shoplake ingest   copy + hash + gzip check into the raw zone (work DuckDB does not do)
 #   shoplake run      crawl, validate, quarantine, dedupe, FX, enrich, Delta star schema
@@ -17,9 +17,10 @@ OUT=${BENCH_OUT:-bench/out}
 DATA="$OUT/data-$ROWS"
 mkdir -p "$OUT"
 
-echo "== building shoplake (release)" >&2
-cargo build --release -p shoplake >&2
-BIN=${CARGO_TARGET_DIR:-target}/release/shoplake
+PROFILE=${PROFILE:-release}   # PROFILE=quick: the same optimisation without LTO, builds faster
+echo "== building shoplake ($PROFILE)" >&2
+cargo build --profile "$PROFILE" -p shoplake >&2
+BIN=${CARGO_TARGET_DIR:-target}/$PROFILE/shoplake
 python3 -c "import duckdb" 2>/dev/null || pip install --quiet duckdb >&2
 
 if [ ! -f "$DATA/manifest.json" ]; then
