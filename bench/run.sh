@@ -40,14 +40,17 @@ sync
 LAKE="$OUT/lake-$ROWS"
 rm -rf "$LAKE" "$OUT/duckdb-$ROWS"
 R1=$(measure shoplake-ingest "$BIN" --lake "$LAKE" --quiet ingest "$DATA")
-R2=$(measure shoplake-run "$BIN" --lake "$LAKE" --quiet run)
+# The ETL alone, as DuckDB does it; the marts refresh that `run` ends with is timed on its own.
+printf '[marts]\nrefresh_on_run = false\n' > "$OUT/bench.toml"
+R2=$(measure shoplake-run "$BIN" --lake "$LAKE" --config "$OUT/bench.toml" --quiet run)
+R2M=$(measure shoplake-marts "$BIN" --lake "$LAKE" --quiet marts refresh)
 R3=$(measure duckdb python3 bench/duckdb_etl.py "$DATA" "$OUT/duckdb-$ROWS" --threads 2)
 
 # shoplake's counts against the manifest.
 "$BIN" --lake "$LAKE" sql --format json \
   "SELECT SUM(rows_loaded) AS loaded, SUM(rows_duplicate) AS duplicates, SUM(rows_quarantined) AS quarantined FROM files WHERE entity = 'sales'" \
   > "$OUT/shoplake-counts.json"
-python3 - "$DATA/manifest.json" "$OUT/shoplake-counts.json" "$ROWS" "$R1" "$R2" "$R3" <<'PY'
+python3 - "$DATA/manifest.json" "$OUT/shoplake-counts.json" "$ROWS" "$R1" "$R2" "$R2M" "$R3" <<'PY'
 import json, sys
 manifest, counts, rows = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))[0], int(sys.argv[3])
 e = manifest["expected"]
