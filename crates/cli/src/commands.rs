@@ -111,6 +111,7 @@ pub async fn dispatch(command: Command, g: &GlobalArgs) -> Result<ExitCode> {
         Command::Describe { table } => describe(&App::open(g)?, &table).await,
         Command::History { table } => history(&App::open(g)?, &table).await,
         Command::Quarantine(a) => quarantine(&App::open(g)?, a, g.quiet).await,
+        Command::Export(a) => crate::export::run(a, g).await,
         Command::Files => {
             let app = App::open(g)?;
             let q = open_query(&app).await?;

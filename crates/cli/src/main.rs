@@ -3,6 +3,7 @@
 
 mod commands;
 mod context;
+mod export;
 mod output;
 mod progress;
 
@@ -51,6 +52,8 @@ enum Command {
     Quarantine(commands::QuarantineArgs),
     /// List the file ledger.
     Files,
+    /// Load the star schema and the marts into PostgreSQL or MySQL/MariaDB.
+    Export(export::ExportArgs),
 }
 
 fn main() -> ExitCode {

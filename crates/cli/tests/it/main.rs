@@ -3,9 +3,11 @@
 
 mod bad_input;
 mod cli;
+mod export;
 mod generated;
 mod recovery;
 mod replay;
 mod seeds;
+mod servers;
 mod slt;
 mod util;
