@@ -9,6 +9,8 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 
+bash scripts/deps/postgres.sh
+bash scripts/deps/mariadb.sh
 echo "== cargo fmt" >&2
 cargo fmt --all -- --check
 echo "== cargo clippy" >&2

@@ -287,4 +287,89 @@ mod tests {
         assert!(key_columns("mart_sales_team_monthly", &s(&["store_id", "month"])).is_empty());
         assert!(key_columns("something_else", &s(&["a_key"])).is_empty());
     }
+
+    async fn write(tables: &Tables, values: &[i64], mode: shoplake_tables::WriteMode) -> i64 {
+        use datafusion::arrow::array::Int64Array;
+        use datafusion::arrow::record_batch::RecordBatch;
+        let schema = SchemaRef::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![std::sync::Arc::new(Int64Array::from(values.to_vec()))],
+        )
+        .unwrap();
+        tables
+            .write_batches(&TableId::processed("t"), schema, vec![batch], &[], mode, 1)
+            .await
+            .unwrap()
+    }
+
+    async fn rows(t: &LakeTable, files: Option<&[Add]>) -> Vec<i64> {
+        use datafusion::arrow::array::AsArray;
+        use datafusion::arrow::datatypes::Int64Type;
+        use futures::TryStreamExt;
+        let batches: Vec<_> = t.scan(files).await.unwrap().try_collect().await.unwrap();
+        let mut out: Vec<i64> = batches
+            .iter()
+            .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[tokio::test]
+    async fn appends_are_read_from_the_log_and_rewrites_replace() {
+        use shoplake_tables::WriteMode::{Append, Overwrite};
+        let dir = tempfile::tempdir().unwrap();
+        let lake = shoplake_storage::Lake::open(dir.path().to_str().unwrap()).unwrap();
+        let tables = Tables::new(lake);
+        write(&tables, &[1, 2], Append).await;
+        let open = || async {
+            LakeTable::open(&tables, TableId::processed("t"))
+                .await
+                .unwrap()
+                .unwrap()
+        };
+        let t = open().await;
+        let first = Exported {
+            table_uid: t.table_uid.clone(),
+            version: t.version,
+            rows: 2,
+        };
+        assert_eq!(
+            t.change_since(Some(&first)).await.unwrap(),
+            Change::Unchanged
+        );
+        assert!(matches!(
+            t.change_since(None).await.unwrap(),
+            Change::Replace { .. }
+        ));
+
+        // Two appends: only their files, whose rows are the new ones.
+        write(&tables, &[3], Append).await;
+        write(&tables, &[4, 5], Append).await;
+        let t = open().await;
+        let Change::Append { files, since } = t.change_since(Some(&first)).await.unwrap() else {
+            panic!("appends only")
+        };
+        assert_eq!((files.len(), since), (2, first.version));
+        assert_eq!(rows(&t, Some(&files)).await, [3, 4, 5]);
+        assert_eq!(rows(&t, None).await, [1, 2, 3, 4, 5]);
+
+        // A rewrite since the exported version: replace.
+        write(&tables, &[9], Overwrite).await;
+        let t = open().await;
+        assert!(matches!(
+            t.change_since(Some(&first)).await.unwrap(),
+            Change::Replace { reason } if reason.contains("removed or rewrote")
+        ));
+        // Another table under the same name (a new Delta id): replace.
+        let other = Exported {
+            table_uid: "another".into(),
+            ..first
+        };
+        assert!(matches!(
+            t.change_since(Some(&other)).await.unwrap(),
+            Change::Replace { reason } if reason.contains("anew")
+        ));
+    }
 }

@@ -148,21 +148,15 @@ fn assert_same(lake_dir: &Path, db: &dyn Db) {
 }
 
 fn fact_version(lake_dir: &Path) -> String {
-    let out = shoplake(lake_dir)
-        .args(["history", "fact_sales"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    // Versions are listed newest first; the first number of the first data line.
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            l.split(|c: char| !c.is_ascii_digit())
-                .find(|s| !s.is_empty())
-                .map(str::to_string)
-        })
-        .next()
+    let lake = shoplake_storage::Lake::open(lake_dir.to_str().unwrap()).unwrap();
+    let tables = shoplake_tables::Tables::new(lake);
+    let id = shoplake_tables::TableId::processed("fact_sales");
+    let v = tokio::runtime::Runtime::new()
         .unwrap()
+        .block_on(tables.version(&id))
+        .unwrap()
+        .unwrap();
+    v.to_string()
 }
 
 /// The whole story against one database.
@@ -379,4 +373,121 @@ fn credentials_and_connection_errors() {
         "{t}"
     );
     assert!(!t.contains(wrong), "{t}");
+}
+
+/// Write a small mart straight into the lake (overwriting it), as the marts stage would.
+fn write_mart(lake_dir: &Path, columns: Vec<(&str, datafusion::arrow::array::ArrayRef, bool)>) {
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::arrow::record_batch::RecordBatch;
+    use std::sync::Arc;
+    let schema = Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|(n, a, nullable)| Field::new(*n, a.data_type().clone(), *nullable))
+            .collect::<Vec<_>>(),
+    ));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        columns.into_iter().map(|(_, a, _)| a).collect(),
+    )
+    .unwrap();
+    let lake = shoplake_storage::Lake::open(lake_dir.to_str().unwrap()).unwrap();
+    let tables = shoplake_tables::Tables::new(lake);
+    let id = shoplake_tables::TableId::marts("mart_customer_monthly");
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(tables.write_batches(
+            &id,
+            schema,
+            vec![batch],
+            &[],
+            shoplake_tables::WriteMode::Overwrite,
+            1,
+        ))
+        .unwrap();
+}
+
+/// Marts are found wherever they are, keyed by their grain; a column the lake gains is added
+/// to the target; a column whose type changed is refused with the fix.
+#[test]
+fn marts_and_schema_changes() {
+    use datafusion::arrow::array::{ArrayRef, Decimal128Array, Int64Array, StringArray};
+    use std::sync::Arc;
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let lake_dir = dir.path().join("lake");
+    let customers: ArrayRef = Arc::new(StringArray::from(vec![Some("C1"), Some("C2"), None]));
+    let months: ArrayRef = Arc::new(StringArray::from(vec!["2024-01", "2024-01", "2024-01"]));
+    let totals: ArrayRef = Arc::new(
+        Decimal128Array::from(vec![1050, 99, 7])
+            .with_precision_and_scale(18, 2)
+            .unwrap(),
+    );
+    write_mart(
+        &lake_dir,
+        vec![
+            ("customer_id", customers.clone(), true),
+            ("year_month", months.clone(), false),
+            ("total_usd", totals.clone(), false),
+        ],
+    );
+    let out = export_ok(&lake_dir, &pg);
+    assert!(
+        line(&out, "mart_customer_monthly").contains("table created"),
+        "{out}"
+    );
+    assert_eq!(
+        pg.query("SELECT coalesce(customer_id, '-'), year_month, total_usd FROM mart_customer_monthly ORDER BY 1"),
+        "-|2024-01|0.07\nC1|2024-01|10.50\nC2|2024-01|0.99"
+    );
+    // The grain is customer + month; a NULL customer allowed, so UNIQUE, not PRIMARY KEY.
+    assert_eq!(
+        pg.query("SELECT contype, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'mart_customer_monthly'::regclass"),
+        "u|UNIQUE (customer_id, year_month)"
+    );
+
+    // The mart gains a column: added, and filled.
+    let orders: ArrayRef = Arc::new(Int64Array::from(vec![3, 1, 1]));
+    write_mart(
+        &lake_dir,
+        vec![
+            ("customer_id", customers.clone(), true),
+            ("year_month", months.clone(), false),
+            ("total_usd", totals, false),
+            ("orders", orders, false),
+        ],
+    );
+    let out = export_ok(&lake_dir, &pg);
+    let l = line(&out, "mart_customer_monthly");
+    assert!(
+        l.contains("replace") && l.contains("added columns orders"),
+        "{out}"
+    );
+    assert_eq!(
+        pg.query("SELECT SUM(orders), COUNT(*) FROM mart_customer_monthly"),
+        "5|3"
+    );
+
+    // A column changes type: refused, naming the column and the fix; the target is unchanged.
+    let as_text: ArrayRef = Arc::new(StringArray::from(vec!["a", "b", "c"]));
+    write_mart(
+        &lake_dir,
+        vec![
+            ("customer_id", customers, true),
+            ("year_month", months, false),
+            ("total_usd", as_text, false),
+        ],
+    );
+    let out = export(&lake_dir, &pg, &[]);
+    assert!(!out.status.success());
+    let t = text(&out);
+    assert!(
+        t.contains("\"total_usd\" is numeric(18,2) in the target but text")
+            && t.contains("DROP TABLE \"mart_customer_monthly\""),
+        "{t}"
+    );
+    assert_eq!(
+        pg.query("SELECT SUM(orders), COUNT(*) FROM mart_customer_monthly"),
+        "5|3"
+    );
 }
