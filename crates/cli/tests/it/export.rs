@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// A target database as the tests see it.
 trait Db: Sync {
     fn url(&self) -> String;
-    fn url_without_password(&self) -> String;
     /// Rows of a query as `a|b` lines.
     fn query(&self, sql: &str) -> String;
 }
@@ -21,9 +20,6 @@ trait Db: Sync {
 impl Db for Postgres {
     fn url(&self) -> String {
         Postgres::url(self)
-    }
-    fn url_without_password(&self) -> String {
-        Postgres::url_without_password(self)
     }
     fn query(&self, sql: &str) -> String {
         Postgres::query(self, sql)
@@ -33,9 +29,6 @@ impl Db for Postgres {
 impl Db for MariaDb {
     fn url(&self) -> String {
         MariaDb::url(self)
-    }
-    fn url_without_password(&self) -> String {
-        MariaDb::url_without_password(self)
     }
     fn query(&self, sql: &str) -> String {
         MariaDb::query(self, sql)
@@ -288,6 +281,19 @@ fn export_to_postgres() {
 fn export_to_mariadb() {
     let db = MariaDb::start();
     full_story(&db);
+    // The password from MYSQL_PWD when the URL has none.
+    let dir = tempfile::tempdir().unwrap();
+    let lake_dir = dir.path().join("lake");
+    let (data, _) = generate(&dir.path().join("d"), 300, 3);
+    ingest_and_run(&lake_dir, &data);
+    let out = shoplake(&lake_dir)
+        .args(["export", "--table", "dim_store", "--to"])
+        .arg(db.url_without_password())
+        .env("MYSQL_PWD", PASSWORD)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains(PASSWORD));
     assert_eq!(
         db.query("SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'fact_sales' AND CONSTRAINT_NAME = 'PRIMARY'"),
         "dedupe_key"
