@@ -39,31 +39,12 @@ pub enum ExportError {
     /// The user's mistake: a bad URL, an unknown table, a target that does not fit.
     #[error("{0}")]
     Usage(String),
-    #[error("cannot connect to {dialect} at {address}: {reason}\n  hint: {hint}")]
-    Connect {
-        dialect: &'static str,
-        address: String,
-        reason: String,
-        hint: String,
-    },
-    #[error(
-        "{dialect} at {address} refused user {user:?}: {reason}\n  hint: check the password \
-         ({password_hint}) and that the user may connect to database {database:?}"
-    )]
-    Auth {
-        dialect: &'static str,
-        address: String,
-        user: String,
-        database: String,
-        reason: String,
-        password_hint: String,
-    },
-    #[error("table {table} in the target does not match the lake: {problem}\n  hint: {hint}")]
-    Schema {
-        table: String,
-        problem: String,
-        hint: String,
-    },
+    #[error(transparent)]
+    Connect(Box<ConnectError>),
+    #[error(transparent)]
+    Auth(Box<AuthError>),
+    #[error(transparent)]
+    Schema(Box<SchemaError>),
     #[error("{dialect}: {context}: {source}")]
     Database {
         dialect: &'static str,
@@ -74,6 +55,40 @@ pub enum ExportError {
     Lake(String),
     #[error(transparent)]
     Table(Box<shoplake_tables::TableError>),
+}
+
+/// The server could not be reached.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect to {dialect} at {address}: {reason}\n  hint: {hint}")]
+pub struct ConnectError {
+    pub dialect: &'static str,
+    pub address: String,
+    pub reason: String,
+    pub hint: String,
+}
+
+/// The server refused the user.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{dialect} at {address} refused user {user:?}: {reason}\n  hint: check the password \
+     ({password_hint}) and that the user may connect to database {database:?}"
+)]
+pub struct AuthError {
+    pub dialect: &'static str,
+    pub address: String,
+    pub user: String,
+    pub database: String,
+    pub reason: String,
+    pub password_hint: String,
+}
+
+/// A table in the target that the lake's table cannot be loaded into.
+#[derive(Debug, thiserror::Error)]
+#[error("table {table} in the target does not match the lake: {problem}\n  hint: {hint}")]
+pub struct SchemaError {
+    pub table: String,
+    pub problem: String,
+    pub hint: String,
 }
 
 impl From<shoplake_tables::TableError> for ExportError {
@@ -340,18 +355,18 @@ async fn reconcile<S: Sink>(sink: &mut S, t: &LakeTable) -> Result<(bool, Vec<St
     let mut added = Vec::new();
     for (name, reported) in &existing {
         let Ok(field) = t.schema.field_with_name(name) else {
-            return Err(ExportError::Schema {
+            return Err(ExportError::Schema(Box::new(SchemaError {
                 table: t.name.clone(),
                 problem: format!("the target has a column {name:?} that the lake table has not"),
                 hint: format!(
                     "drop that column or the table in the target (DROP TABLE {}), then export again",
                     q(&t.name)
                 ),
-            });
+            })));
         };
         let want = sql::sql_type(d, field, t.key.contains(name));
         if sql::normalize_reported(d, reported) != want {
-            return Err(ExportError::Schema {
+            return Err(ExportError::Schema(Box::new(SchemaError {
                 table: t.name.clone(),
                 problem: format!(
                     "column {name:?} is {reported} in the target but {want} from the lake ({})",
@@ -361,7 +376,7 @@ async fn reconcile<S: Sink>(sink: &mut S, t: &LakeTable) -> Result<(bool, Vec<St
                     "drop the table in the target (DROP TABLE {}) and export again to reload it",
                     q(&t.name)
                 ),
-            });
+            })));
         }
     }
     for f in t.schema.fields() {

@@ -54,14 +54,14 @@ fn connect_error(target: &Target, e: &mysql_async::Error) -> ExportError {
     if let mysql_async::Error::Server(s) = e {
         // 1045: access denied (user or password); 1044: no access to the database.
         if s.code == 1045 || s.code == 1044 || s.code == 1698 {
-            return ExportError::Auth {
+            return ExportError::Auth(Box::new(crate::AuthError {
                 dialect,
                 address: target.address(),
                 user: target.user.clone(),
                 database: target.database.clone(),
                 reason: s.message.clone(),
                 password_hint: password_hint(target, "MYSQL_PWD"),
-            };
+            }));
         }
         if s.code == 1049 {
             return ExportError::Usage(format!(
@@ -82,12 +82,12 @@ fn connect_error(target: &Target, e: &mysql_async::Error) -> ExportError {
     } else {
         "check the host and port in the URL and that the network reaches them".to_string()
     };
-    ExportError::Connect {
+    ExportError::Connect(Box::new(crate::ConnectError {
         dialect,
         address: target.address(),
         reason,
         hint,
-    }
+    }))
 }
 
 impl Sink for MySink {

@@ -88,14 +88,14 @@ fn connect_error(target: &Target, e: &tokio_postgres::Error) -> ExportError {
         if *code == SqlState::INVALID_PASSWORD
             || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
         {
-            return ExportError::Auth {
+            return ExportError::Auth(Box::new(crate::AuthError {
                 dialect,
                 address: target.address(),
                 user: target.user.clone(),
                 database: target.database.clone(),
                 reason: db.message().to_string(),
                 password_hint: password_hint(target, "PGPASSWORD"),
-            };
+            }));
         }
         if *code == SqlState::INVALID_CATALOG_NAME {
             return ExportError::Usage(format!(
@@ -105,23 +105,23 @@ fn connect_error(target: &Target, e: &tokio_postgres::Error) -> ExportError {
                 target.database
             ));
         }
-        return ExportError::Connect {
+        return ExportError::Connect(Box::new(crate::ConnectError {
             dialect,
             address: target.address(),
             reason: server_message(e),
             hint: "check the URL".into(),
-        };
+        }));
     }
     let text = source_chain(e);
     let hint = if text.contains("password") {
-        return ExportError::Auth {
+        return ExportError::Auth(Box::new(crate::AuthError {
             dialect,
             address: target.address(),
             user: target.user.clone(),
             database: target.database.clone(),
             reason: text,
             password_hint: password_hint(target, "PGPASSWORD"),
-        };
+        }));
     } else if text.contains("refused") {
         format!(
             "is PostgreSQL running and listening on {}? (listen_addresses and port in \
@@ -131,12 +131,12 @@ fn connect_error(target: &Target, e: &tokio_postgres::Error) -> ExportError {
     } else {
         "check the host and port in the URL and that the network reaches them".to_string()
     };
-    ExportError::Connect {
+    ExportError::Connect(Box::new(crate::ConnectError {
         dialect,
         address: target.address(),
         reason: text,
         hint,
-    }
+    }))
 }
 
 fn server_message(e: &tokio_postgres::Error) -> String {
