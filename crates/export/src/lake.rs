@@ -94,7 +94,7 @@ impl LakeTable {
             let ty = crate::sql::canonical(f.data_type()).ok_or_else(|| {
                 ExportError::Usage(format!(
                     "table {name}, column {}: type {} has no SQL counterpart in the export; \
-                     leave the table out with --table",
+                     export the other tables with --table NAME",
                     f.name(),
                     f.data_type()
                 ))
