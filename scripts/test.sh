@@ -10,6 +10,8 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 bash scripts/deps/chromium.sh
+bash scripts/deps/postgres.sh
+bash scripts/deps/mariadb.sh
 echo "== cargo fmt" >&2
 cargo fmt --all -- --check
 echo "== cargo clippy" >&2

@@ -114,6 +114,7 @@ pub async fn dispatch(command: Command, g: &GlobalArgs) -> Result<ExitCode> {
         Command::Quarantine(a) => quarantine(&App::open(g)?, a, g.quiet).await,
         Command::Marts(a) => crate::marts::command(&App::open(g)?, a).await,
         Command::Report(a) => crate::report::command(&App::open(g)?, a).await,
+        Command::Export(a) => crate::export::run(a, g).await,
         Command::Files => {
             let app = App::open(g)?;
             let q = open_query(&app).await?;

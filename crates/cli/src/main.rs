@@ -4,6 +4,7 @@
 mod commands;
 mod context;
 mod marts;
+mod export;
 mod output;
 mod progress;
 mod report;
@@ -57,6 +58,8 @@ enum Command {
     Marts(marts::MartsArgs),
     /// Write the daily or monthly report (CSV files and an HTML page) into reports/.
     Report(report::ReportArgs),
+    /// Load the star schema and the marts into PostgreSQL or MySQL/MariaDB.
+    Export(export::ExportArgs),
 }
 
 fn main() -> ExitCode {

@@ -30,6 +30,8 @@ pub struct Config {
     /// inferred by the crawler.
     #[serde(default)]
     pub sources: BTreeMap<String, SourceConfig>,
+    #[serde(default)]
+    pub export: ExportConfig,
 }
 
 /// What to do with a sale whose customer or product is not in its dimension.
@@ -264,6 +266,29 @@ impl Default for ReportsConfig {
     fn default() -> Self {
         Self {
             top_n: default_top_n(),
+/// `shoplake export`: where the warehouse is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportConfig {
+    /// Target database: `postgres://user@host:5432/db` or `mysql://user@host:3306/db`.
+    /// Overridden by `SHOPLAKE_EXPORT_URL` and `--to`. Leave the password out of this file.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Environment variable holding the password when the URL has none (then `PGPASSWORD`
+    /// or `MYSQL_PWD`, as the database's own tools do).
+    #[serde(default = "default_password_env")]
+    pub password_env: String,
+}
+
+fn default_password_env() -> String {
+    "SHOPLAKE_EXPORT_PASSWORD".to_string()
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            password_env: default_password_env(),
         }
     }
 }
@@ -359,6 +384,21 @@ impl Config {
                 "pipeline.default_currency {:?} is not a known currency code",
                 self.pipeline.default_currency
             ));
+        }
+        if let Some(url) = &self.export.url {
+            let scheme = url.split("://").next().unwrap_or("");
+            if !url.contains("://")
+                || !["postgres", "postgresql", "mysql", "mariadb"].contains(&scheme)
+            {
+                // Only the scheme is shown: the rest may hold a password.
+                out.push(format!(
+                    "export.url must start with postgres:// or mysql:// (it starts with {:?})",
+                    scheme.chars().take(20).collect::<String>()
+                ));
+            }
+        }
+        if self.export.password_env.is_empty() {
+            out.push("export.password_env must name an environment variable".to_string());
         }
         for (name, source) in &self.sources {
             if !crate::is_valid_source_name(name) {
@@ -463,6 +503,18 @@ currency = "XYZ"
         let pos = &c.sources["pos"];
         assert_eq!(pos.entity, Some(Entity::Sales));
         assert_eq!(pos.mapping["Sale Amt"], "amount");
+        assert_eq!(c.export.password_env, ExportConfig::default().password_env);
+        assert!(c.export.url.is_some(), "the example shows an export URL");
+    }
+
+    #[test]
+    fn a_bad_export_url_is_reported_without_its_password() {
+        let text = "[export]\nurl = \"postgress://dw:hunter2@db/shop\"\n";
+        let err = Config::parse(text, Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("export.url"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
     }
 
     #[test]

@@ -3,11 +3,13 @@
 
 mod bad_input;
 mod cli;
+mod export;
 mod generated;
 mod marts;
 mod recovery;
 mod replay;
 mod report;
 mod seeds;
+mod servers;
 mod slt;
 mod util;
