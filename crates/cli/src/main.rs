@@ -3,8 +3,8 @@
 
 mod commands;
 mod context;
-mod marts;
 mod export;
+mod marts;
 mod output;
 mod progress;
 mod report;

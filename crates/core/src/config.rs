@@ -266,6 +266,10 @@ impl Default for ReportsConfig {
     fn default() -> Self {
         Self {
             top_n: default_top_n(),
+        }
+    }
+}
+
 /// `shoplake export`: where the warehouse is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
