@@ -54,21 +54,9 @@ pub struct Exported {
 
 /// Every Delta table under `processed/` and `marts/`, in that order and by name.
 pub async fn list(tables: &Tables) -> Result<Vec<TableId>> {
-    let store = tables.lake().store();
     let mut out = Vec::new();
     for zone in [Zone::Processed, Zone::Marts] {
-        let prefix = object_store::path::Path::from(zone.prefix());
-        let listing = store
-            .list_with_delimiter(Some(&prefix))
-            .await
-            .map_err(|e| ExportError::Lake(format!("listing {}/: {e}", zone.prefix())))?;
-        let mut names: Vec<String> = listing
-            .common_prefixes
-            .iter()
-            .filter_map(|p| p.filename().map(str::to_string))
-            .collect();
-        names.sort();
-        for name in names {
+        for name in tables.list(zone).await? {
             let id = TableId { zone, name };
             if tables.exists(&id).await? {
                 out.push(id);

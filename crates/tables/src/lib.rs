@@ -159,6 +159,27 @@ impl Tables {
         Ok(table.version().is_some().then_some(table))
     }
 
+    /// Names of the folders under a zone (the tables, and any folder not yet a table), sorted.
+    pub async fn list(&self, zone: Zone) -> Result<Vec<String>> {
+        let prefix = deltalake::Path::from(zone.prefix());
+        let listing = self
+            .lake
+            .store()
+            .list_with_delimiter(Some(&prefix))
+            .await
+            .map_err(|e| TableError::Delta {
+                table: format!("{}/", zone.prefix()),
+                source: Box::new(DeltaTableError::ObjectStore { source: e }),
+            })?;
+        let mut names: Vec<String> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// Whether a table has a transaction log.
     pub async fn exists(&self, id: &TableId) -> Result<bool> {
         use futures::TryStreamExt;
