@@ -9,6 +9,9 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 
+bash scripts/deps/chromium.sh
+bash scripts/deps/postgres.sh
+bash scripts/deps/mariadb.sh
 bash scripts/deps/psql.sh
 bash scripts/deps/python.sh
 

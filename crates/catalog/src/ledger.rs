@@ -491,7 +491,7 @@ impl Ledger {
         drift_json: Option<&str>,
     ) -> Result<i64> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let version: i64 = tx.query_row(
             "SELECT COALESCE(MAX(version), 0) + 1 FROM catalog WHERE source = ?1",
             [source],
@@ -564,7 +564,7 @@ impl Ledger {
         failed: &[(i64, String)],
     ) -> Result<()> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let (mut rows_in, mut loaded, mut quarantined, mut dups) = (0i64, 0i64, 0i64, 0i64);
         for o in outcomes {
             let q = o.quarantined_total();
@@ -630,7 +630,7 @@ impl Ledger {
         files: &[(i64, i64, i64)],
     ) -> Result<()> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let (mut loaded, mut dups, mut quarantined) = (0, 0, 0);
         for (file_id, reason, delta) in reasons {
             tx.execute(

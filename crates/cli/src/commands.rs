@@ -100,10 +100,11 @@ pub async fn dispatch(command: Command, g: &GlobalArgs) -> Result<ExitCode> {
             let bars = Bars::new(g.quiet);
             let report = app.pipeline.run(&bars).await?;
             print_report(&report);
-            Ok(if report.failed.is_empty() {
-                ExitCode::SUCCESS
-            } else {
+            let marts = crate::marts::after_run(&app, report.run_id).await;
+            Ok(if !report.failed.is_empty() {
                 ExitCode::from(2)
+            } else {
+                marts
             })
         }
         Command::Serve(a) => crate::serve::serve(App::open(g)?, a).await,
@@ -113,6 +114,9 @@ pub async fn dispatch(command: Command, g: &GlobalArgs) -> Result<ExitCode> {
         Command::Describe { table } => describe(&App::open(g)?, &table).await,
         Command::History { table } => history(&App::open(g)?, &table).await,
         Command::Quarantine(a) => quarantine(&App::open(g)?, a, g.quiet).await,
+        Command::Marts(a) => crate::marts::command(&App::open(g)?, a).await,
+        Command::Report(a) => crate::report::command(&App::open(g)?, a).await,
+        Command::Export(a) => crate::export::run(a, g).await,
         Command::Files => {
             let app = App::open(g)?;
             let q = open_query(&app).await?;
@@ -587,6 +591,7 @@ async fn quarantine(app: &App, a: QuarantineArgs, quiet: bool) -> Result<ExitCod
             for (reason, n) in &report.still_by_reason {
                 println!("  still quarantined: {reason}={n}");
             }
+            return Ok(crate::marts::after_run(app, report.run_id).await);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -622,6 +627,8 @@ async fn demo(a: DemoArgs, g: &GlobalArgs) -> Result<ExitCode> {
     let report = app.pipeline.run(&bars).await?;
     print_report(&report);
     println!("run took {:.1}s", started.elapsed().as_secs_f64());
+    println!("\n== marts");
+    crate::marts::after_run(&app, report.run_id).await;
     headline(&app).await?;
     println!(
         "\nexplore: shoplake --lake {} sql \"SELECT * FROM fact_sales LIMIT 10\"",

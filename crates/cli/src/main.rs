@@ -3,8 +3,11 @@
 
 mod commands;
 mod context;
+mod export;
+mod marts;
 mod output;
 mod progress;
+mod report;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -52,6 +55,12 @@ enum Command {
     Quarantine(commands::QuarantineArgs),
     /// List the file ledger.
     Files,
+    /// Refresh the data marts (`shoplake run` does it after every load).
+    Marts(marts::MartsArgs),
+    /// Write the daily or monthly report (CSV files and an HTML page) into reports/.
+    Report(report::ReportArgs),
+    /// Load the star schema and the marts into PostgreSQL or MySQL/MariaDB.
+    Export(export::ExportArgs),
     /// Serve the lake: HTTP API and PostgreSQL wire protocol, until SIGTERM or Ctrl-C.
     Serve(serve::ServeArgs),
     /// Manage who may use `serve`: users, roles, row filters and API tokens.

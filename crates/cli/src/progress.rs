@@ -35,18 +35,13 @@ impl Bars {
     }
 }
 
-impl Progress for Bars {
-    fn stage(&self, name: &str, total: u64) {
+impl Bars {
+    fn start(&self, name: &str, total: u64, unit: &str) {
         if !self.enabled {
             return;
         }
         let bar = if total > 0 {
             let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-            let unit = if name == "crawl" {
-                "{pos}/{len} files"
-            } else {
-                "{bytes}/{total_bytes} ({bytes_per_sec}, {eta})"
-            };
             b.set_style(
                 ProgressStyle::with_template(&format!("{{msg:>12}} [{{bar:30}}] {unit}"))
                     .expect("valid template")
@@ -58,6 +53,25 @@ impl Progress for Bars {
         };
         bar.set_message(name.chars().take(40).collect::<String>());
         *self.bar.lock().unwrap_or_else(|p| p.into_inner()) = Some(bar);
+    }
+}
+
+impl Progress for Bars {
+    fn stage(&self, name: &str, total: u64) {
+        let unit = if name == "crawl" {
+            "{pos}/{len} files"
+        } else {
+            "{bytes}/{total_bytes} ({bytes_per_sec}, {eta})"
+        };
+        self.start(name, total, unit);
+    }
+
+    fn stage_rows(&self, name: &str, total: u64) {
+        self.start(
+            name,
+            total,
+            "{human_pos}/{human_len} rows ({per_sec}, {eta})",
+        );
     }
 
     fn advance(&self, n: u64) {

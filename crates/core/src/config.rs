@@ -20,10 +20,18 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     #[serde(default)]
     pub pipeline: PipelineConfig,
+    /// The data marts (`mart_customer_monthly`, `mart_sales_team_monthly`).
+    #[serde(default)]
+    pub marts: MartsConfig,
+    /// The daily and monthly reports.
+    #[serde(default)]
+    pub reports: ReportsConfig,
     /// Per-source settings, keyed by source name (`stores`, `ecommerce`, ...). Anything left out is
     /// inferred by the crawler.
     #[serde(default)]
     pub sources: BTreeMap<String, SourceConfig>,
+    #[serde(default)]
+    pub export: ExportConfig,
     /// `shoplake serve`: addresses, TLS and limits.
     #[serde(default)]
     pub serve: crate::serve_config::ServeConfig,
@@ -89,6 +97,205 @@ impl Default for PipelineConfig {
             pii_key_env: default_pii_key_env(),
             target_file_mb: default_target_file_mb(),
             memory_limit_mb: default_memory_limit_mb(),
+        }
+    }
+}
+
+/// A decimal setting (money or a share): written as a string (`"99.50"`), a whole number or a
+/// number with a fraction. Kept as the text the user wrote and parsed exactly (never through
+/// binary floating point) by [`DecimalSetting::scaled`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DecimalSetting {
+    Text(String),
+    Whole(i64),
+    /// A TOML float. Its shortest round-trip text is what the user wrote (`0.01` -> `"0.01"`).
+    Fraction(f64),
+}
+
+impl DecimalSetting {
+    pub fn text(&self) -> String {
+        match self {
+            DecimalSetting::Text(s) => s.trim().to_string(),
+            DecimalSetting::Whole(i) => i.to_string(),
+            DecimalSetting::Fraction(f) => format!("{f}"),
+        }
+    }
+
+    /// The value as an integer scaled by `10^scale`; an error names the problem (not a number,
+    /// more decimal places than `scale`).
+    pub fn scaled(&self, scale: u32) -> Result<i128, String> {
+        let text = self.text();
+        match crate::values::parse_decimal(&text, scale) {
+            Ok(Some(v)) => {
+                // parse_decimal rounds extra places; a threshold or share must be exact.
+                let back = crate::values::format_decimal(v, scale);
+                let exact = text
+                    .split_once('.')
+                    .map(|(_, frac)| frac.trim_end_matches('0').len() <= scale as usize)
+                    .unwrap_or(true);
+                if exact {
+                    Ok(v)
+                } else {
+                    Err(format!(
+                        "{text:?} has more than {scale} decimal places (it would be {back})"
+                    ))
+                }
+            }
+            Ok(None) => Err("is empty".to_string()),
+            Err(_) => Err(format!("{text:?} is not a decimal number")),
+        }
+    }
+}
+
+/// One coupon tier: customers whose completed sales in a month reach `min_spend_usd` get it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CouponTier {
+    /// Name shown in the mart and the coupon list (`gold`, `silver`, ...).
+    pub name: String,
+    /// Smallest monthly spend (USD, completed sales) that earns the tier.
+    pub min_spend_usd: DecimalSetting,
+    /// Discount the coupon gives, in percent.
+    #[serde(default)]
+    pub discount_percent: u32,
+}
+
+/// `[marts]`: the data marts and their business rules.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MartsConfig {
+    /// Refresh the marts at the end of every `shoplake run` (only the months the run touched).
+    #[serde(default = "default_true")]
+    pub refresh_on_run: bool,
+    /// Share of a month's sales paid as incentive to the top seller of each store (0.01 = 1%).
+    #[serde(default = "default_incentive_share")]
+    pub incentive_share: DecimalSetting,
+    /// Coupon tiers by monthly spend. A customer-month gets the tier with the highest threshold
+    /// it reaches; below every threshold, no coupon.
+    #[serde(default = "default_coupon_tiers")]
+    pub coupon_tiers: Vec<CouponTier>,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_incentive_share() -> DecimalSetting {
+    DecimalSetting::Text("0.01".to_string())
+}
+fn default_coupon_tiers() -> Vec<CouponTier> {
+    [
+        ("gold", "1000.00", 15),
+        ("silver", "500.00", 10),
+        ("bronze", "100.00", 5),
+    ]
+    .into_iter()
+    .map(|(name, min, pct)| CouponTier {
+        name: name.to_string(),
+        min_spend_usd: DecimalSetting::Text(min.to_string()),
+        discount_percent: pct,
+    })
+    .collect()
+}
+
+impl Default for MartsConfig {
+    fn default() -> Self {
+        Self {
+            refresh_on_run: true,
+            incentive_share: default_incentive_share(),
+            coupon_tiers: default_coupon_tiers(),
+        }
+    }
+}
+
+impl MartsConfig {
+    /// Every problem with the marts settings.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        match self.incentive_share.scaled(crate::values::RATE_SCALE) {
+            Ok(v) if (0..=10i128.pow(crate::values::RATE_SCALE)).contains(&v) => {}
+            Ok(_) => out.push(format!(
+                "marts.incentive_share {} must be between 0 and 1 (0.01 is 1%)",
+                self.incentive_share.text()
+            )),
+            Err(e) => out.push(format!("marts.incentive_share: {e}")),
+        }
+        let mut names = std::collections::BTreeSet::new();
+        let mut mins = std::collections::BTreeSet::new();
+        for (i, t) in self.coupon_tiers.iter().enumerate() {
+            let at = format!("marts.coupon_tiers[{i}]");
+            if t.name.trim().is_empty() {
+                out.push(format!("{at}: the name is empty"));
+            } else if !names.insert(t.name.trim().to_string()) {
+                out.push(format!("{at}: the name {:?} is used twice", t.name));
+            }
+            match t.min_spend_usd.scaled(crate::values::AMOUNT_SCALE) {
+                Ok(v) if v > 0 => {
+                    if !mins.insert(v) {
+                        out.push(format!(
+                            "{at}: another tier has the same min_spend_usd {}",
+                            t.min_spend_usd.text()
+                        ));
+                    }
+                }
+                Ok(_) => out.push(format!("{at}.min_spend_usd must be more than 0")),
+                Err(e) => out.push(format!("{at}.min_spend_usd: {e}")),
+            }
+            if t.discount_percent > 100 {
+                out.push(format!(
+                    "{at}.discount_percent {} is more than 100",
+                    t.discount_percent
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// `[reports]`: `shoplake report daily|monthly`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportsConfig {
+    /// Rows in the top-products and top-customers lists.
+    #[serde(default = "default_top_n")]
+    pub top_n: usize,
+}
+
+fn default_top_n() -> usize {
+    10
+}
+
+impl Default for ReportsConfig {
+    fn default() -> Self {
+        Self {
+            top_n: default_top_n(),
+        }
+    }
+}
+
+/// `shoplake export`: where the warehouse is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportConfig {
+    /// Target database: `postgres://user@host:5432/db` or `mysql://user@host:3306/db`.
+    /// Overridden by `SHOPLAKE_EXPORT_URL` and `--to`. Leave the password out of this file.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Environment variable holding the password when the URL has none (then `PGPASSWORD`
+    /// or `MYSQL_PWD`, as the database's own tools do).
+    #[serde(default = "default_password_env")]
+    pub password_env: String,
+}
+
+fn default_password_env() -> String {
+    "SHOPLAKE_EXPORT_PASSWORD".to_string()
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            password_env: default_password_env(),
         }
     }
 }
@@ -175,11 +382,30 @@ impl Config {
         if self.pipeline.batch_size == 0 {
             out.push("pipeline.batch_size must be at least 1".to_string());
         }
+        out.extend(self.marts.problems());
+        if self.reports.top_n == 0 {
+            out.push("reports.top_n must be at least 1".to_string());
+        }
         if crate::values::normalize_currency(&self.pipeline.default_currency).is_err() {
             out.push(format!(
                 "pipeline.default_currency {:?} is not a known currency code",
                 self.pipeline.default_currency
             ));
+        }
+        if let Some(url) = &self.export.url {
+            let scheme = url.split("://").next().unwrap_or("");
+            if !url.contains("://")
+                || !["postgres", "postgresql", "mysql", "mariadb"].contains(&scheme)
+            {
+                // Only the scheme is shown: the rest may hold a password.
+                out.push(format!(
+                    "export.url must start with postgres:// or mysql:// (it starts with {:?})",
+                    scheme.chars().take(20).collect::<String>()
+                ));
+            }
+        }
+        if self.export.password_env.is_empty() {
+            out.push("export.password_env must name an environment variable".to_string());
         }
         for (name, source) in &self.sources {
             if !crate::is_valid_source_name(name) {
@@ -275,9 +501,54 @@ currency = "XYZ"
             PipelineConfig::default(),
             "the example shows the defaults"
         );
+        assert_eq!(
+            c.marts,
+            MartsConfig::default(),
+            "the example shows the defaults"
+        );
+        assert_eq!(c.reports, ReportsConfig::default());
         let pos = &c.sources["pos"];
         assert_eq!(pos.entity, Some(Entity::Sales));
         assert_eq!(pos.mapping["Sale Amt"], "amount");
+        assert_eq!(c.export.password_env, ExportConfig::default().password_env);
+        assert!(c.export.url.is_some(), "the example shows an export URL");
+    }
+
+    #[test]
+    fn a_bad_export_url_is_reported_without_its_password() {
+        let text = "[export]\nurl = \"postgress://dw:hunter2@db/shop\"\n";
+        let err = Config::parse(text, Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("export.url"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn marts_settings_are_exact_and_checked() {
+        let c = Config::parse(
+            "[marts]\nincentive_share = 0.015\ncoupon_tiers = [{ name = \"vip\", min_spend_usd = 250, discount_percent = 20 }, { name = \"plus\", min_spend_usd = \"99.95\" }]\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.marts.incentive_share.scaled(8), Ok(1_500_000));
+        assert_eq!(c.marts.coupon_tiers[0].min_spend_usd.scaled(2), Ok(25_000));
+        assert_eq!(c.marts.coupon_tiers[1].min_spend_usd.scaled(2), Ok(9_995));
+        let err = Config::parse(
+            "[marts]\nincentive_share = 2\ncoupon_tiers = [{ name = \"a\", min_spend_usd = \"1.234\" }, { name = \"a\", min_spend_usd = \"x\" }]\n[reports]\ntop_n = 0\n",
+            Path::new("x.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "incentive_share 2 must be between 0 and 1",
+            "more than 2 decimal places",
+            "used twice",
+            "\"x\" is not a decimal number",
+            "top_n",
+        ] {
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
     }
 
     #[test]

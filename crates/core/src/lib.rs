@@ -20,7 +20,10 @@ pub mod model;
 pub mod serve_config;
 pub mod values;
 
-pub use config::{Config, ConfigError, PipelineConfig, SourceConfig, UnknownMembers};
+pub use config::{
+    Config, ConfigError, CouponTier, DecimalSetting, MartsConfig, PipelineConfig, ReportsConfig,
+    SourceConfig, UnknownMembers,
+};
 pub use model::{Entity, FieldType, Format, ReasonCode};
 pub use serve_config::ServeConfig;
 

@@ -410,6 +410,9 @@ pub const CUSTOMER_FIELDS: &[Field] = &[
             "phone_no",
         ],
     ),
+    // Derived from `phone` at load time (`values::mask_phone`), never mapped from a column:
+    // the last four digits, for the marts and reports that must not show PII in clear.
+    f("phone_masked", Text, &[]),
     f(
         "address",
         Text,

@@ -109,7 +109,8 @@ impl ServeConfig {
         if self.max_connections == 0 {
             out.push("serve.max_connections must be at least 1".to_string());
         }
-        if self.http == self.postgres {
+        // Port 0 asks the system for a free port, a different one for each endpoint.
+        if self.http == self.postgres && self.http.port() != 0 {
             out.push(format!(
                 "serve.http and serve.postgres are both {}; give them different ports",
                 self.http

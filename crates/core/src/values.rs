@@ -163,6 +163,27 @@ pub fn mul_round(a: i128, a_scale: u32, b: i128, b_scale: u32, out_scale: u32) -
     }
 }
 
+/// A phone number safe to show to anyone: its digits, all but the last four replaced by `*`
+/// (`+91 917-312-1081` -> `********1081`). Fewer than seven digits reveal nothing (`****`);
+/// no digits at all give `None`.
+pub fn mask_phone(text: &str) -> Option<String> {
+    let digits: Vec<char> = text.chars().filter(|c| c.is_ascii_digit()).collect();
+    if digits.is_empty() {
+        return None;
+    }
+    if digits.len() < 7 {
+        return Some("*".repeat(digits.len()));
+    }
+    let keep = digits.len() - 4;
+    Some(
+        digits
+            .iter()
+            .enumerate()
+            .map(|(i, c)| if i < keep { '*' } else { *c })
+            .collect(),
+    )
+}
+
 /// Date formats the crawler chooses from, most specific first. chrono syntax.
 /// Ambiguous day/month orders are both listed; the crawler picks the one every sample fits.
 pub const DATE_FORMATS: &[&str] = &[
@@ -357,6 +378,17 @@ pub fn name_match_key(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn phones_are_masked_to_the_last_four_digits() {
+        assert_eq!(mask_phone("9173121081").as_deref(), Some("******1081"));
+        assert_eq!(
+            mask_phone("+1 (555) 010-2000").as_deref(),
+            Some("*******2000")
+        );
+        assert_eq!(mask_phone("12345").as_deref(), Some("*****"));
+        assert_eq!(mask_phone("n/a"), None);
+    }
 
     #[test]
     fn decimals() {

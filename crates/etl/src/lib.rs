@@ -12,6 +12,7 @@
 //! ```
 
 pub mod convert;
+pub mod dedupe;
 pub mod dim;
 pub mod ingest;
 pub mod pii;

@@ -9,6 +9,7 @@
 //! uninterrupted run.
 
 use crate::convert::{Rejection, canonical, parse_month};
+use crate::dedupe::{self, Bloom, Held, LakeKeys, RunKeys};
 use crate::dim::{Applied, Dim, days_since_epoch, natural_key};
 use crate::pii::PiiKey;
 use crate::quarantine::{QuarantinedRow, record_json};
@@ -17,7 +18,7 @@ use crate::schema::{DIM_DATE, FACT_PARTITIONS, FACT_SALES, QUARANTINE, dim_table
 use crate::{EtlError, Result};
 use chrono::{Datelike, NaiveDate, Utc};
 use datafusion::arrow::array::{
-    Array, ArrayRef, BinaryArray, BooleanArray, Date32Array, Int32Array, RecordBatch, StringArray,
+    Array, ArrayRef, BooleanArray, Date32Array, Int32Array, RecordBatch, StringArray,
 };
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::error::DataFusionError;
@@ -28,7 +29,7 @@ use shoplake_catalog::scan::{self, ScanError, ScanSink};
 use shoplake_core::values::{self, RATE_SCALE};
 use shoplake_core::{Config, Entity, ReasonCode};
 use shoplake_storage::Lake;
-use shoplake_tables::{BatchResult, TableId, Tables, WriteMode};
+use shoplake_tables::{BatchResult, PartitionedAppend, TableId, Tables, WriteMode};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -42,6 +43,10 @@ pub use replay::ReplayReport;
 pub trait Progress: Send + Sync {
     /// A step starts; `total` is in bytes (0 when unknown).
     fn stage(&self, name: &str, total: u64);
+    /// A step counted in rows starts.
+    fn stage_rows(&self, name: &str, total: u64) {
+        self.stage(name, total)
+    }
     fn advance(&self, n: u64);
     fn done(&self);
     /// A line worth telling the user.
@@ -455,18 +460,30 @@ impl Pipeline {
         let mut date_range = None;
         if !sales_files.is_empty() {
             let reference = dims.clone();
+            let lake_keys = self.lake_keys(progress).await?;
+            let mut lake_keys = Some(lake_keys);
             while !sales_files.is_empty() {
-                // Read per attempt rather than cloned: the keys are the largest thing a run holds.
-                let seen = self.existing_sale_keys().await?;
-                let lookups = make_lookups(dims.clone(), seen);
+                let lake = match lake_keys.take() {
+                    Some(k) => k,
+                    None => self.lake_keys(progress).await?,
+                };
+                let lookups = make_lookups(dims.clone(), lake);
+                // The reference files' rejects travel in the same quarantine commit.
                 match self
-                    .load_sales(run_id, &sales_files, lookups, now, progress)
+                    .load_sales(
+                        run_id,
+                        &sales_files,
+                        lookups,
+                        quarantine.clone(),
+                        now,
+                        progress,
+                    )
                     .await?
                 {
                     SalesStep::Done {
                         lookups,
                         outcomes,
-                        rows,
+                        quarantine_version,
                         version,
                         range,
                         inferred_rows,
@@ -476,8 +493,11 @@ impl Pipeline {
                                 entry.entity.parse().map_err(EtlError::Internal)?;
                             report.files.push(summary(&f, entity, outcome, None));
                         }
-                        quarantine.extend(rows);
+                        quarantine.clear();
                         report.commits.push(("fact_sales".into(), version));
+                        if let Some(v) = quarantine_version {
+                            report.commits.push(("quarantine".into(), v));
+                        }
                         report.inferred_rows = inferred_rows;
                         date_range = range;
                         dims.by_entity.insert(Entity::Products, lookups.products);
@@ -577,14 +597,70 @@ impl Pipeline {
         Ok(Dims { by_entity })
     }
 
-    async fn existing_sale_keys(&self) -> Result<HashSet<u128>> {
+    /// Every dedupe key in `fact_sales`, exactly. For small loads (a quarantine replay); a run
+    /// uses [`Self::lake_keys`].
+    async fn existing_sale_keys(&self) -> Result<LakeKeys> {
         let mut seen = HashSet::new();
+        let found = self
+            .for_each_lake_key(None, |chunk| seen.extend(chunk))
+            .await?;
+        Ok(if found {
+            LakeKeys::Exact(seen)
+        } else {
+            LakeKeys::Empty
+        })
+    }
+
+    /// A Bloom filter over the dedupe keys of `fact_sales` as it is now (see [`dedupe`]).
+    async fn lake_keys(&self, progress: &dyn Progress) -> Result<LakeKeys> {
+        let id = TableId::processed("fact_sales");
+        let Some(version) = self.tables.version(&id).await? else {
+            return Ok(LakeKeys::Empty);
+        };
+        let Some(provider) = self.tables.provider(&id, Some(version)).await? else {
+            return Ok(LakeKeys::Empty);
+        };
+        let ctx = datafusion::prelude::SessionContext::new();
+        let rows = ctx.read_table(provider)?.count().await?;
+        if rows == 0 {
+            return Ok(LakeKeys::Empty);
+        }
+        progress.stage_rows("reading fact_sales keys", rows as u64);
+        let mut bloom = Bloom::with_capacity(rows);
+        self.for_each_lake_key(Some(version), |chunk| {
+            progress.advance(chunk.len() as u64);
+            for k in chunk {
+                bloom.insert(k);
+            }
+        })
+        .await?;
+        progress.done();
+        Ok(LakeKeys::Filter { bloom, version })
+    }
+
+    /// Of `keys`, those `fact_sales` holds at `version`.
+    async fn lake_keys_in(&self, version: i64, keys: &HashSet<u128>) -> Result<HashSet<u128>> {
+        let mut found = HashSet::new();
+        self.for_each_lake_key(Some(version), |chunk| {
+            found.extend(chunk.into_iter().filter(|k| keys.contains(k)))
+        })
+        .await?;
+        Ok(found)
+    }
+
+    /// Stream the dedupe keys of `fact_sales` (latest, or at `version`) in chunks. Returns
+    /// false when there is no table.
+    async fn for_each_lake_key(
+        &self,
+        version: Option<i64>,
+        mut f: impl FnMut(Vec<u128>),
+    ) -> Result<bool> {
         let Some(provider) = self
             .tables
-            .provider(&TableId::processed("fact_sales"), None)
+            .provider(&TableId::processed("fact_sales"), version)
             .await?
         else {
-            return Ok(seen);
+            return Ok(false);
         };
         let ctx = datafusion::prelude::SessionContext::new();
         let mut stream = ctx
@@ -593,23 +669,10 @@ impl Pipeline {
             .execute_stream()
             .await?;
         while let Some(batch) = stream.next().await {
-            let batch = batch?;
-            let col = datafusion::arrow::compute::cast(
-                batch.column(0),
-                &datafusion::arrow::datatypes::DataType::Binary,
-            )?;
-            let keys = col
-                .as_any()
-                .downcast_ref::<BinaryArray>()
-                .ok_or_else(|| EtlError::Internal("dedupe_key is not binary".into()))?;
-            seen.reserve(keys.len());
-            for k in keys.iter().flatten() {
-                if let Ok(b) = <[u8; 16]>::try_from(k) {
-                    seen.insert(u128::from_be_bytes(b));
-                }
-            }
+            let keys = dedupe::key_column(&batch?)?;
+            f(keys.iter().flatten().filter_map(dedupe::key_of).collect());
         }
-        Ok(seen)
+        Ok(true)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -659,71 +722,201 @@ impl Pipeline {
         run_id: i64,
         files: &[(FileRecord, CatalogEntry)],
         lookups: Lookups,
+        reference_rejects: Vec<QuarantinedRow>,
         now: i64,
         progress: &dyn Progress,
     ) -> Result<SalesStep> {
         let mut prepared = Vec::new();
         let total: u64 = files.iter().map(|(f, _)| f.size_bytes as u64).sum();
+        // The run's keys in a filter sized from the input (at least 40 bytes a row, gzip about
+        // a fifth of that): a wrong guess only holds back more rows for the exact check.
+        let mut lookups = lookups;
+        let rows_guess: u64 = files
+            .iter()
+            .map(|(f, _)| {
+                let bytes = f.size_bytes.max(0) as u64;
+                if f.name.ends_with(".gz") {
+                    bytes * 5
+                } else {
+                    bytes
+                }
+            })
+            .sum::<u64>()
+            / 40;
+        lookups.seen = RunKeys::Filter(Bloom::with_capacity(rows_guess as usize));
         for (f, entry) in files {
             let (schema, mapping) = parse_entry(entry)?;
             let reader = self.open_raw(f).await?;
             let rules = self.rules(f, &mapping);
             prepared.push((f.clone(), entry.clone(), schema, mapping, reader, rules));
         }
+        // Facts go to spill files by partition while the scan runs, and are encoded and
+        // committed after it (see `shoplake_tables::PartitionedAppend`).
         let (tx, rx) = mpsc::channel::<BatchResult>(2);
-        let tables = self.tables.clone();
+        let append = PartitionedAppend::new(
+            &TableId::processed("fact_sales"),
+            FACT_SALES.clone(),
+            &FACT_PARTITIONS,
+            &self.spill_dir(),
+        )?;
         #[allow(clippy::disallowed_methods)] // wrapped: aborted on drop
-        let mut writer = AbortOnDrop(tokio::spawn(async move {
-            let id = TableId::processed("fact_sales");
-            tables
-                .write_stream(
-                    &id,
-                    FACT_SALES.clone(),
-                    rx,
-                    &FACT_PARTITIONS,
-                    WriteMode::Append,
-                    run_id,
-                )
-                .await
-        }));
+        let mut writer = AbortOnDrop(tokio::spawn(append.receive(rx)));
+        let mut quarantine =
+            QuarantineStream::new(self.tables.clone(), run_id, now, reference_rejects);
+        let mut held = Held::new(&self.spill_dir(), HELD_MEMORY_BYTES);
         progress.stage("sales", total);
         let batch_size = self.config.pipeline.batch_size;
-        // The scan is CPU work on this thread; the writer runs on the other workers.
+        // The scan is CPU work on this thread; the writers run on the other workers.
         let scan_result = tokio::task::block_in_place(|| {
-            scan_sales(prepared, lookups, tx, batch_size, run_id, now, progress)
+            scan_sales(
+                prepared,
+                lookups,
+                Channels {
+                    facts: &tx,
+                    quarantine: &mut quarantine,
+                    held: &mut held,
+                },
+                batch_size,
+                run_id,
+                now,
+                progress,
+            )
         });
         progress.done();
-        let write_result = (&mut writer.0)
-            .await
-            .map_err(|e| EtlError::Internal(e.to_string()))?;
-        match scan_result {
+        let (mut lookups, mut outcomes, range, mut inferred_rows) = match scan_result {
             ScanResult::Failed { file_id, error } => {
-                // The write was aborted through the stream: nothing was committed.
-                if let Ok(v) = write_result {
-                    return Err(EtlError::Internal(format!(
-                        "fact_sales version {v} was committed although a file failed"
-                    )));
+                // The scan sent an error down the stream: the write aborts and commits nothing,
+                // and the quarantine writer is aborted when dropped.
+                drop(tx);
+                let write_result = (&mut writer.0)
+                    .await
+                    .map_err(|e| EtlError::Internal(e.to_string()))?;
+                if write_result.is_ok() {
+                    return Err(EtlError::Internal(
+                        "the fact_sales writer finished although a file failed".into(),
+                    ));
                 }
-                Ok(SalesStep::FileFailed { file_id, error })
+                return Ok(SalesStep::FileFailed { file_id, error });
             }
             ScanResult::Done {
                 lookups,
                 outcomes,
-                rows,
                 range,
                 inferred_rows,
-            } => {
-                let version = write_result?;
-                Ok(SalesStep::Done {
-                    lookups,
-                    outcomes,
-                    rows,
-                    version,
-                    range,
-                    inferred_rows,
-                })
+            } => (lookups, outcomes, range, inferred_rows),
+        };
+
+        // The scan is over: the spill files hold every row that was not held back.
+        drop(tx);
+        let mut append = (&mut writer.0)
+            .await
+            .map_err(|e| EtlError::Internal(e.to_string()))??;
+        // Held rows have keys the table or this run may already have: check them exactly and
+        // add the new ones to the same commit.
+        let mut dropped = BTreeMap::new();
+        let mut dropped_inferred = (0, 0);
+        if held.rows() > 0 {
+            self.settle_held(
+                &lookups.lake,
+                &mut held,
+                &mut append,
+                &mut dropped,
+                &mut dropped_inferred,
+                progress,
+            )
+            .await?;
+        }
+        progress.stage_rows("writing fact_sales", append.rows());
+        let version = append
+            .commit(&self.tables, run_id, &|rows| progress.advance(rows))
+            .await?;
+        progress.done();
+        let quarantine_version = quarantine.finish().await?;
+        for (f, _, outcome) in &mut outcomes {
+            if let Some(n) = dropped.get(&f.file_id) {
+                outcome.loaded -= n;
+                outcome.duplicates += n;
             }
         }
+        inferred_rows.0 -= dropped_inferred.0;
+        inferred_rows.1 -= dropped_inferred.1;
+        // Only this run's keys stay with the lookups.
+        lookups.lake = LakeKeys::Empty;
+        Ok(SalesStep::Done {
+            lookups,
+            outcomes,
+            quarantine_version,
+            version,
+            range,
+            inferred_rows,
+        })
+    }
+
+    /// Check the held rows against the keys of `fact_sales`, the rows of this run that were
+    /// not held, and each other, and add the new ones to `append`; `dropped` counts the
+    /// duplicates per file.
+    async fn settle_held(
+        &self,
+        lake: &LakeKeys,
+        held: &mut Held,
+        append: &mut PartitionedAppend,
+        dropped: &mut BTreeMap<i64, i64>,
+        dropped_inferred: &mut (u64, u64),
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        progress.stage_rows("checking duplicates", held.rows() as u64);
+        let keys = held.keys()?;
+        let mut existing = match lake {
+            LakeKeys::Filter { version, .. } => self.lake_keys_in(*version, &keys).await?,
+            LakeKeys::Exact(all) => keys.iter().filter(|k| all.contains(k)).copied().collect(),
+            LakeKeys::Empty => HashSet::new(),
+        };
+        tokio::task::block_in_place(|| {
+            append.scan_column("dedupe_key", |col| {
+                if let Ok(col) = datafusion::arrow::compute::cast(
+                    col,
+                    &datafusion::arrow::datatypes::DataType::Binary,
+                ) && let Some(col) = col
+                    .as_any()
+                    .downcast_ref::<datafusion::arrow::array::BinaryArray>()
+                {
+                    existing.extend(
+                        col.iter()
+                            .flatten()
+                            .filter_map(dedupe::key_of)
+                            .filter(|k| keys.contains(k)),
+                    );
+                }
+            })
+        })?;
+        drop(keys);
+        let inferred = std::mem::take(&mut held.inferred);
+        let mut earlier = HashSet::new();
+        let mut offset = 0;
+        for batch in held.batches()? {
+            let batch = batch?;
+            let n = batch.num_rows();
+            let kept = dedupe::settle(
+                &batch,
+                &inferred[offset..offset + n],
+                &existing,
+                &mut earlier,
+                dropped,
+                dropped_inferred,
+            )?;
+            offset += n;
+            progress.advance(n as u64);
+            tokio::task::block_in_place(|| append.push(&kept))?;
+        }
+        progress.done();
+        Ok(())
+    }
+
+    /// Where a run puts its temporary files: `SHOPLAKE_TMP`, else `<state dir>/tmp`.
+    fn spill_dir(&self) -> PathBuf {
+        std::env::var_os("SHOPLAKE_TMP")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.state_dir.join("tmp"))
     }
 
     /// The transform settings of a file's source.
@@ -885,7 +1078,7 @@ fn field_columns(mapping: &Mapping, schema: &FileSchema) -> HashMap<String, usiz
         .collect()
 }
 
-fn make_lookups(dims: Dims, seen: HashSet<u128>) -> Lookups {
+fn make_lookups(dims: Dims, lake: LakeKeys) -> Lookups {
     let mut d = dims.by_entity;
     let mut fx = HashMap::new();
     if let Some(fxd) = d.get(&Entity::FxRates) {
@@ -921,7 +1114,8 @@ fn make_lookups(dims: Dims, seen: HashSet<u128>) -> Lookups {
             .remove(&Entity::SalesTeam)
             .unwrap_or_else(|| Dim::new(Entity::SalesTeam)),
         fx,
-        seen,
+        seen: RunKeys::Exact(HashSet::new()),
+        lake,
     }
 }
 
@@ -929,7 +1123,7 @@ enum SalesStep {
     Done {
         lookups: Box<Lookups>,
         outcomes: Vec<(FileRecord, CatalogEntry, FileOutcome)>,
-        rows: Vec<QuarantinedRow>,
+        quarantine_version: Option<i64>,
         version: i64,
         range: Option<(NaiveDate, NaiveDate)>,
         inferred_rows: (u64, u64),
@@ -944,7 +1138,6 @@ enum ScanResult {
     Done {
         lookups: Box<Lookups>,
         outcomes: Vec<(FileRecord, CatalogEntry, FileOutcome)>,
-        rows: Vec<QuarantinedRow>,
         range: Option<(NaiveDate, NaiveDate)>,
         inferred_rows: (u64, u64),
     },
@@ -963,18 +1156,31 @@ type Prepared = (
     SourceRules,
 );
 
-/// Scan every sales file in order, sending fact batches to the writer. Runs on its own thread.
+/// Where the sales scan sends its rows.
+struct Channels<'a> {
+    facts: &'a mpsc::Sender<BatchResult>,
+    quarantine: &'a mut QuarantineStream,
+    held: &'a mut Held,
+}
+
+/// Scan every sales file in order, sending fact batches to the writer and rejects to the
+/// quarantine writer. Runs on its own thread.
+#[allow(clippy::too_many_arguments)]
 fn scan_sales(
     files: Vec<Prepared>,
     mut lookups: Lookups,
-    tx: mpsc::Sender<BatchResult>,
+    out: Channels<'_>,
     batch_size: usize,
     run_id: i64,
     now: i64,
     progress: &dyn Progress,
 ) -> ScanResult {
+    let Channels {
+        facts: tx,
+        quarantine,
+        held,
+    } = out;
     let mut outcomes = Vec::new();
-    let mut quarantine = Vec::new();
     let mut range: Option<(NaiveDate, NaiveDate)> = None;
     let mut inferred_rows = (0, 0);
     for (f, entry, schema, mapping, reader, rules) in files {
@@ -990,9 +1196,11 @@ fn scan_sales(
                 batch_size,
             ),
             tally: FileTally::new(Entity::Sales, &f, &schema.layout.columns),
-            tx: &tx,
+            tx,
+            quarantine: &mut *quarantine,
+            held: &mut *held,
             batch_size,
-            closed: false,
+            closed: None,
         };
         let reader = CountingReader {
             inner: reader,
@@ -1005,11 +1213,10 @@ fn scan_sales(
             &schema.layout.columns,
             &mut sink,
         );
-        let flushed = if scanned.is_ok() && sink.t.out.rows() > 0 {
-            let batch = sink.t.out.finish();
-            tx.blocking_send(Ok(batch)).is_ok()
+        let flushed = if scanned.is_ok() {
+            sink.flush(true)
         } else {
-            true
+            Ok(())
         };
         if let Err(e) = scanned {
             let error = e.to_string();
@@ -1021,10 +1228,11 @@ fn scan_sales(
                 error,
             };
         }
-        if !flushed || sink.closed {
+        if let Some(error) = flushed.err().or(sink.closed.take()) {
+            let _ = tx.blocking_send(Err(DataFusionError::External(error.clone().into())));
             return ScanResult::Failed {
                 file_id: f.file_id,
-                error: format!("{}: the table writer stopped", f.name),
+                error: format!("{}: {error}", f.name),
             };
         }
         let (c, p) = sink.t.inferred_rows;
@@ -1033,14 +1241,11 @@ fn scan_sales(
         if let Some((lo, hi)) = sink.t.date_range {
             range = Some(range.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
         }
-        quarantine.extend(sink.tally.quarantine);
         outcomes.push((f, entry, sink.tally.outcome));
     }
-    drop(tx);
     ScanResult::Done {
         lookups: Box::new(lookups),
         outcomes,
-        rows: quarantine,
         range,
         inferred_rows,
     }
@@ -1050,28 +1255,56 @@ struct SalesSink<'a, 'l> {
     t: SalesTransform<'l>,
     tally: FileTally,
     tx: &'a mpsc::Sender<BatchResult>,
+    quarantine: &'a mut QuarantineStream,
+    held: &'a mut Held,
     batch_size: usize,
-    closed: bool,
+    /// Why the sink stopped taking rows.
+    closed: Option<String>,
+}
+
+impl SalesSink<'_, '_> {
+    /// Send what is full (or, at the end of the file, everything) on its way.
+    fn flush(&mut self, end: bool) -> std::result::Result<(), String> {
+        let min = if end { 1 } else { self.batch_size };
+        if self.t.out.rows() >= min {
+            let batch = self.t.out.finish();
+            self.tx
+                .blocking_send(Ok(batch))
+                .map_err(|_| "the fact_sales writer stopped".to_string())?;
+        }
+        if self.t.held.rows() >= min {
+            let batch = self.t.held.finish();
+            let inferred = std::mem::take(&mut self.t.held_inferred);
+            self.held
+                .push(batch, &inferred)
+                .map_err(|e| e.to_string())?;
+        }
+        if end || self.tally.quarantine.len() >= QUARANTINE_BATCH {
+            self.quarantine.push_blocking(&mut self.tally.quarantine)?;
+        }
+        Ok(())
+    }
+
+    fn flush_or_stop(&mut self) -> std::result::Result<(), ScanError> {
+        match self.flush(false) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.closed = Some(e.clone());
+                Err(ScanError::sink(e))
+            }
+        }
+    }
 }
 
 impl ScanSink for SalesSink<'_, '_> {
     fn record(&mut self, line: u64, values: &[Option<&str>]) -> std::result::Result<(), ScanError> {
         self.tally.outcome.rows_in += 1;
         match self.t.process(line, values) {
-            Outcome::Loaded => {
-                self.tally.outcome.loaded += 1;
-                if self.t.out.rows() >= self.batch_size {
-                    let batch = self.t.out.finish();
-                    if self.tx.blocking_send(Ok(batch)).is_err() {
-                        self.closed = true;
-                        return Err(ScanError::sink("the table writer stopped"));
-                    }
-                }
-            }
+            Outcome::Loaded => self.tally.outcome.loaded += 1,
             Outcome::Duplicate => self.tally.outcome.duplicates += 1,
             Outcome::Rejected(reason, detail) => self.tally.reject(line, reason, detail, values),
         }
-        Ok(())
+        self.flush_or_stop()
     }
 
     fn malformed(
@@ -1081,7 +1314,97 @@ impl ScanSink for SalesSink<'_, '_> {
         raw: &str,
     ) -> std::result::Result<(), ScanError> {
         self.tally.malformed(line, problem, raw);
-        Ok(())
+        self.flush_or_stop()
+    }
+}
+
+/// Rows per quarantine batch.
+const QUARANTINE_BATCH: usize = 8192;
+/// Held rows kept in memory before they spill to a temporary file.
+const HELD_MEMORY_BYTES: usize = 64 * 1024 * 1024;
+
+/// Quarantined rows on their way to the quarantine table, in batches, to a writer that starts
+/// with the first full batch: a run's rejects never pile up in memory. Dropped without
+/// [`QuarantineStream::finish`], the write is aborted and commits nothing.
+struct QuarantineStream {
+    tables: Tables,
+    run_id: i64,
+    now: i64,
+    pending: Vec<QuarantinedRow>,
+    writer: Option<(
+        mpsc::Sender<BatchResult>,
+        AbortOnDrop<shoplake_tables::Result<i64>>,
+    )>,
+}
+
+impl QuarantineStream {
+    fn new(tables: Tables, run_id: i64, now: i64, rows: Vec<QuarantinedRow>) -> Self {
+        QuarantineStream {
+            tables,
+            run_id,
+            now,
+            pending: rows,
+            writer: None,
+        }
+    }
+
+    fn sender(&mut self) -> &mpsc::Sender<BatchResult> {
+        let (tables, run_id) = (self.tables.clone(), self.run_id);
+        &self
+            .writer
+            .get_or_insert_with(|| {
+                let (tx, rx) = mpsc::channel::<BatchResult>(2);
+                #[allow(clippy::disallowed_methods)] // wrapped: aborted on drop
+                let task = AbortOnDrop(tokio::spawn(async move {
+                    tables
+                        .write_stream(
+                            &TableId::quarantine(),
+                            QUARANTINE.clone(),
+                            rx,
+                            &["source"],
+                            WriteMode::Append,
+                            run_id,
+                        )
+                        .await
+                }));
+                (tx, task)
+            })
+            .0
+    }
+
+    fn take_batch(&mut self) -> RecordBatch {
+        let batch = crate::quarantine::to_batch(&self.pending, self.run_id, self.now);
+        self.pending.clear();
+        batch
+    }
+
+    /// Take `rows`; send a batch once enough are pending. For blocking code only.
+    fn push_blocking(&mut self, rows: &mut Vec<QuarantinedRow>) -> std::result::Result<(), String> {
+        self.pending.append(rows);
+        if self.pending.len() < QUARANTINE_BATCH {
+            return Ok(());
+        }
+        let batch = self.take_batch();
+        self.sender()
+            .blocking_send(Ok(batch))
+            .map_err(|_| "the quarantine writer stopped".to_string())
+    }
+
+    /// Send what is pending and commit. `None` when there was nothing to quarantine.
+    async fn finish(mut self) -> Result<Option<i64>> {
+        if !self.pending.is_empty() {
+            let batch = self.take_batch();
+            // A send fails only when the writer stopped; awaiting it below gives its error.
+            let _ = self.sender().send(Ok(batch)).await;
+        }
+        let Some((tx, mut task)) = self.writer.take() else {
+            return Ok(None);
+        };
+        drop(tx);
+        let version = (&mut task.0)
+            .await
+            .map_err(|e| EtlError::Internal(e.to_string()))??;
+        Ok(Some(version))
     }
 }
 
@@ -1234,6 +1557,13 @@ impl RefSink {
             if !parts.is_empty() {
                 out[ni] = Some(parts.join(" "));
             }
+        }
+        // Derived: the masked phone (last four digits), the only clear form of a phone kept.
+        if let (Some(pi), Some(mi)) = (pos(self.entity, "phone"), pos(self.entity, "phone_masked"))
+            && out[mi].is_none()
+            && let Some(raw) = self.idx[pi].and_then(|i| values.get(i).copied().flatten())
+        {
+            out[mi] = values::mask_phone(raw);
         }
         debug_assert!(natural_key(self.entity, &out).is_some());
         Ok(out)

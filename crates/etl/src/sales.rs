@@ -4,6 +4,7 @@
 //! late-arriving members are inferred, amounts filled, converted to USD and enriched.
 
 use crate::convert::{Rejection, parse_date};
+use crate::dedupe::{InLake, LakeKeys, RunKeys};
 use crate::dim::{Dim, days_since_epoch};
 use crate::schema::{AMOUNT, FACT_SALES, PRICE, RATE};
 use chrono::{Datelike, NaiveDate};
@@ -14,7 +15,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::DataType;
 use shoplake_core::values::{self, AMOUNT_SCALE, PRICE_SCALE, RATE_SCALE};
 use shoplake_core::{ReasonCode, UnknownMembers};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Sales fields the transform reads, in `SALES_FIELDS` order.
@@ -67,8 +68,10 @@ pub struct Lookups {
     pub sales_team: Dim,
     /// (currency, year * 100 + month) -> USD per unit, scaled by 10^8.
     pub fx: HashMap<(String, i32), i128>,
-    /// Dedupe keys of every sale loaded so far (in the table and in this run).
-    pub seen: HashSet<u128>,
+    /// Dedupe keys of the sales of this run.
+    pub seen: RunKeys,
+    /// The keys `fact_sales` already holds.
+    pub lake: LakeKeys,
 }
 
 /// Per-source settings of the transform.
@@ -115,6 +118,11 @@ pub struct SalesTransform<'l> {
     /// Record column index of each of [`FIELDS`].
     idx: [Option<usize>; 17],
     pub out: FactBuilder,
+    /// Rows whose key `fact_sales` may hold: loaded only once the exact check says it does
+    /// not (see [`crate::dedupe`]).
+    pub held: FactBuilder,
+    /// Per held row: bit 0 for an inferred customer, bit 1 for an inferred product.
+    pub held_inferred: Vec<u8>,
     file_id: i64,
     run_id: i64,
     now_micros: i64,
@@ -148,6 +156,8 @@ impl<'l> SalesTransform<'l> {
             rules,
             idx,
             out: FactBuilder::new(capacity),
+            held: FactBuilder::new(0),
+            held_inferred: Vec::new(),
             file_id,
             run_id,
             now_micros,
@@ -163,10 +173,17 @@ impl<'l> SalesTransform<'l> {
             Err((reason, detail)) => return Outcome::Rejected(reason, detail),
         };
         let key = self.dedupe_key(&v, values);
-        if !self.lookups.seen.insert(key) {
-            return Outcome::Duplicate;
-        }
-        self.load(line, &v, values, key);
+        let held = match self.lookups.seen.check_insert(key) {
+            InLake::Yes => return Outcome::Duplicate,
+            // Seen earlier in the run, maybe: settled after the scan.
+            InLake::Maybe => true,
+            InLake::No => match self.lookups.lake.check(key) {
+                InLake::Yes => return Outcome::Duplicate,
+                InLake::Maybe => true,
+                InLake::No => false,
+            },
+        };
+        self.load(line, &v, values, key, held);
         Outcome::Loaded
     }
 
@@ -355,7 +372,8 @@ impl<'l> SalesTransform<'l> {
         xxhash_rust::xxh3::xxh3_128(&buf)
     }
 
-    fn load(&mut self, line: u64, v: &Valid<'_>, values: &[Option<&str>], key: u128) {
+    /// Resolve and enrich a sale and append it to `out`, or to `held` when `held` is set.
+    fn load(&mut self, line: u64, v: &Valid<'_>, values: &[Option<&str>], key: u128, held: bool) {
         let now = self.now_micros;
         let l = &mut *self.lookups;
         // Product: by id, else by name; unknown ones become inferred members.
@@ -389,11 +407,12 @@ impl<'l> SalesTransform<'l> {
         };
         let store_key = v.store.map(|s| l.stores.key_or_infer(s, &[], now).0);
         let person_key = v.person.map(|p| l.sales_team.key_or_infer(p, &[], now).0);
-        if inferred_c {
-            self.inferred_rows.0 += 1;
-        }
-        if inferred_p || l.products.get(&product_natural).is_some_and(|r| r.inferred) {
-            self.inferred_rows.1 += 1;
+        let inferred_p = inferred_p || l.products.get(&product_natural).is_some_and(|r| r.inferred);
+        self.inferred_rows.0 += u64::from(inferred_c);
+        self.inferred_rows.1 += u64::from(inferred_p);
+        if held {
+            self.held_inferred
+                .push(u8::from(inferred_c) | (u8::from(inferred_p) << 1));
         }
 
         let g = |f| get(&self.idx, values, f);
@@ -422,7 +441,7 @@ impl<'l> SalesTransform<'l> {
         let amount_usd =
             values::mul_round(v.amount, AMOUNT_SCALE, v.rate, RATE_SCALE, AMOUNT_SCALE);
 
-        let o = &mut self.out;
+        let o = if held { &mut self.held } else { &mut self.out };
         o.transaction_id.append_option(v.txn);
         o.line_number.append_option(v.line_number);
         o.sales_date.append_value(days_since_epoch(v.date));
@@ -614,6 +633,7 @@ impl FactBuilder {
 mod tests {
     use super::*;
     use datafusion::arrow::util::display::array_value_to_string;
+    use std::collections::HashSet;
 
     fn lookups() -> Lookups {
         let mut products = Dim::new(shoplake_core::Entity::Products);
@@ -647,7 +667,8 @@ mod tests {
             stores,
             sales_team: Dim::new(shoplake_core::Entity::SalesTeam),
             fx: HashMap::from([(("EUR".to_string(), 202503), 108_000_000)]),
-            seen: HashSet::new(),
+            seen: RunKeys::Exact(HashSet::new()),
+            lake: LakeKeys::Empty,
         }
     }
 

@@ -114,16 +114,7 @@ impl LakeQuery {
     }
 
     async fn list_tables(&self, zone: Zone) -> Result<Vec<String>> {
-        let store = self.tables.lake().store();
-        let prefix = object_store::path::Path::from(zone.prefix());
-        let listing = store.list_with_delimiter(Some(&prefix)).await?;
-        let mut names: Vec<String> = listing
-            .common_prefixes
-            .iter()
-            .filter_map(|p| p.filename().map(str::to_string))
-            .collect();
-        names.sort();
-        Ok(names)
+        Ok(self.tables.list(zone).await?)
     }
 
     pub fn context(&self) -> &SessionContext {

@@ -56,15 +56,12 @@ impl From<ServeError> for ApiError {
             ServeError::Conflict(_) => StatusCode::CONFLICT,
             ServeError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ServeError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            ServeError::Query(q) => match q {
+            ServeError::Query(
                 shoplake_query::QueryError::Engine(_)
                 | shoplake_query::QueryError::UnknownTable { .. }
-                | shoplake_query::QueryError::Usage(_) => StatusCode::BAD_REQUEST,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            },
-            ServeError::Etl(e) if matches!(e, shoplake_etl::EtlError::Locked { .. }) => {
-                StatusCode::CONFLICT
-            }
+                | shoplake_query::QueryError::Usage(_),
+            ) => StatusCode::BAD_REQUEST,
+            ServeError::Etl(shoplake_etl::EtlError::Locked { .. }) => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {
@@ -1205,6 +1202,7 @@ async fn start_run(
                     }
                 }
                 Err(err) => {
+                    tracing::error!("run started over HTTP by {} failed: {err}", user.name);
                     app2.metrics.run_finished(false, 0, 0, 0, started.elapsed());
                     e.outcome = "error";
                     e.error = Some(err.to_string());

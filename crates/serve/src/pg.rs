@@ -175,21 +175,52 @@ impl StartupHandler for Startup {
 // ------------------------------------------------------------------ read-only
 
 /// Refuses anything but queries (see [`http::read_only`]): planned with the user's session and
-/// checked before any hook or the engine executes it.
+/// checked before any hook or the engine executes it. Fail-closed: a statement kind not on the
+/// list below is refused without being planned (the engine's own parser would accept `COPY`
+/// and other writes that the SQL planner here cannot plan), and a query whose plan writes is
+/// refused after planning.
 struct ReadOnly;
 
+/// Statement kinds that can only read.
+fn reads_only(statement: &Statement) -> bool {
+    match statement {
+        Statement::Query(_)
+        | Statement::ExplainTable { .. }
+        | Statement::ShowTables { .. }
+        | Statement::ShowColumns { .. }
+        | Statement::ShowVariable { .. }
+        | Statement::ShowVariables { .. }
+        | Statement::ShowFunctions { .. }
+        | Statement::ShowSchemas { .. }
+        | Statement::ShowDatabases { .. }
+        | Statement::ShowCatalogs { .. } => true,
+        Statement::Explain { statement, .. } => reads_only(statement),
+        _ => false,
+    }
+}
+
+fn denied(what: impl std::fmt::Display) -> PgWireError {
+    user_error(
+        "42501",
+        format!(
+            "{what}: SQL here is read-only (SELECT, WITH, EXPLAIN, SHOW); the lake is written by runs"
+        ),
+    )
+}
+
 async fn check(statement: &Statement, ctx: &SessionContext) -> Option<PgWireError> {
+    if !reads_only(statement) {
+        let kind = statement.to_string();
+        let kind = kind.split_whitespace().next().unwrap_or("this statement");
+        return Some(denied(format!("{} is not allowed", kind.to_uppercase())));
+    }
+    // A query that does not plan fails the same way when it runs; one that plans must not write.
     let plan = ctx
         .state()
         .statement_to_plan(DfStatementKind::Statement(Box::new(statement.clone())))
         .await
         .ok()?;
-    http::read_only().verify_plan(&plan).err().map(|e| {
-        user_error(
-            "42501",
-            format!("{e}: SQL here is read-only (SELECT, WITH, EXPLAIN, SHOW); the lake is written by runs"),
-        )
-    })
+    http::read_only().verify_plan(&plan).err().map(denied)
 }
 
 #[async_trait]
@@ -228,20 +259,22 @@ fn hooks() -> Vec<Arc<dyn QueryHook>> {
     vec![
         Arc::new(SetShowHook),
         Arc::new(TransactionStatementHook),
-        Arc::new(ReadOnly),
+        // Cursors only take a query (`DECLARE c CURSOR FOR SELECT ...`).
         Arc::new(CursorStatementHook),
+        Arc::new(ReadOnly),
     ]
 }
 
 // ------------------------------------------------------------------ queries
 
+type ServiceEntry = (Arc<crate::sessions::UserSession>, Arc<DfSessionService>);
+
 /// Dispatches every query to the logged-in user's session.
 struct Handlers {
     app: Arc<App>,
     startup: Arc<Startup>,
-    services: tokio::sync::Mutex<
-        HashMap<String, (Arc<crate::sessions::UserSession>, Arc<DfSessionService>)>,
-    >,
+    /// Per user: the session a service was built on, and the service.
+    services: tokio::sync::Mutex<HashMap<String, ServiceEntry>>,
     busy: Arc<AtomicUsize>,
 }
 

@@ -34,6 +34,9 @@ use std::num::NonZeroU64;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
+mod spill;
+pub use spill::PartitionedAppend;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
     #[error("table {table}: {source}")]
@@ -104,6 +107,18 @@ pub enum WriteMode {
     Overwrite,
 }
 
+/// Extras of a write: see [`Tables::write_stream_with`].
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    /// With [`WriteMode::Overwrite`]: replace only the rows matching this SQL predicate; the
+    /// written rows must match it too.
+    pub replace_where: Option<String>,
+    /// More commit metadata (`commitInfo`), next to the run id.
+    pub metadata: Vec<(String, serde_json::Value)>,
+    /// `shoplake.operation` in the commit metadata (default `write`).
+    pub operation: Option<&'static str>,
+}
+
 /// The lake's Delta tables.
 #[derive(Debug, Clone)]
 pub struct Tables {
@@ -142,6 +157,27 @@ impl Tables {
         }
         let table = self.handle(id).await?;
         Ok(table.version().is_some().then_some(table))
+    }
+
+    /// Names of the folders under a zone (the tables, and any folder not yet a table), sorted.
+    pub async fn list(&self, zone: Zone) -> Result<Vec<String>> {
+        let prefix = deltalake::Path::from(zone.prefix());
+        let listing = self
+            .lake
+            .store()
+            .list_with_delimiter(Some(&prefix))
+            .await
+            .map_err(|e| TableError::Delta {
+                table: format!("{}/", zone.prefix()),
+                source: Box::new(DeltaTableError::ObjectStore { source: e }),
+            })?;
+        let mut names: Vec<String> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .collect();
+        names.sort();
+        Ok(names)
     }
 
     /// Whether a table has a transaction log.
@@ -215,15 +251,26 @@ impl Tables {
     }
 
     fn commit_properties(run_id: i64, operation: &str) -> CommitProperties {
+        Self::commit_properties_with(run_id, operation, Vec::new())
+    }
+
+    fn commit_properties_with(
+        run_id: i64,
+        operation: &str,
+        extra: Vec<(String, serde_json::Value)>,
+    ) -> CommitProperties {
+        // with_metadata replaces the whole map: everything goes in one call.
+        let mut metadata = vec![
+            ("shoplake.run_id".to_string(), serde_json::json!(run_id)),
+            (
+                "shoplake.operation".to_string(),
+                serde_json::json!(operation),
+            ),
+        ];
+        metadata.extend(extra);
         CommitProperties::default()
             .with_application_transaction(Transaction::new(APP_ID, run_id))
-            .with_metadata([
-                ("shoplake.run_id".to_string(), serde_json::json!(run_id)),
-                (
-                    "shoplake.operation".to_string(),
-                    serde_json::json!(operation),
-                ),
-            ])
+            .with_metadata(metadata)
     }
 
     /// Write batches in one commit. Returns the new version.
@@ -257,6 +304,32 @@ impl Tables {
         mode: WriteMode,
         run_id: i64,
     ) -> Result<i64> {
+        self.write_stream_with(
+            id,
+            schema,
+            input,
+            partitions,
+            mode,
+            run_id,
+            WriteOptions::default(),
+        )
+        .await
+    }
+
+    /// [`Tables::write_stream`] with a `replaceWhere` predicate (an overwrite that replaces only
+    /// the rows matching it, e.g. some partitions, in the same single commit) and extra commit
+    /// metadata.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn write_stream_with(
+        &self,
+        id: &TableId,
+        schema: SchemaRef,
+        input: mpsc::Receiver<BatchResult>,
+        partitions: &[&str],
+        mode: WriteMode,
+        run_id: i64,
+        options: WriteOptions,
+    ) -> Result<i64> {
         let engine = |source: datafusion::error::DataFusionError| TableError::Engine {
             table: id.display(),
             source: Box::new(source),
@@ -279,10 +352,28 @@ impl Tables {
             })
             .with_target_file_size(NonZeroU64::new(self.target_file_size))
             .with_writer_properties(Self::writer_properties())
-            .with_commit_properties(Self::commit_properties(run_id, "write"))
+            .with_commit_properties(Self::commit_properties_with(
+                run_id,
+                options.operation.unwrap_or("write"),
+                options.metadata,
+            ))
             .with_table_name(id.display());
-        if mode == WriteMode::Overwrite {
-            builder = builder.with_schema_mode(SchemaMode::Overwrite);
+        match (mode, options.replace_where) {
+            (WriteMode::Overwrite, Some(predicate)) => {
+                builder = builder.with_replace_where(predicate);
+            }
+            (WriteMode::Overwrite, None) => {
+                builder = builder.with_schema_mode(SchemaMode::Overwrite);
+            }
+            (WriteMode::Append, Some(_)) => {
+                return Err(TableError::Delta {
+                    table: id.display(),
+                    source: Box::new(DeltaTableError::Generic(
+                        "internal error: replace_where needs WriteMode::Overwrite".into(),
+                    )),
+                });
+            }
+            (WriteMode::Append, None) => {}
         }
         if !partitions.is_empty() {
             builder = builder.with_partition_columns(partitions.iter().map(|p| p.to_string()));

@@ -3,10 +3,14 @@
 
 mod bad_input;
 mod cli;
+mod export;
 mod generated;
+mod marts;
 mod recovery;
 mod replay;
+mod report;
 mod seeds;
 mod serve;
+mod servers;
 mod slt;
 mod util;

@@ -127,6 +127,19 @@ impl Server {
         body: Option<&[u8]>,
         extra: &[&str],
     ) -> (u16, String) {
+        let (code, body, stderr) = self.curl_raw(method, path, token, body, extra);
+        (code, format!("{}{stderr}", String::from_utf8_lossy(&body)))
+    }
+
+    /// (status, body bytes, curl's stderr) of a request made with curl.
+    fn curl_raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&[u8]>,
+        extra: &[&str],
+    ) -> (u16, Vec<u8>, String) {
         let mut c = Command::new("curl");
         c.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-X", method])
             .args(extra)
@@ -149,11 +162,12 @@ impl Server {
         }
         drop(stdin);
         let out = child.wait_with_output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap();
+        let split = out.stdout.iter().rposition(|&b| b == b'\n').unwrap();
+        let code = String::from_utf8_lossy(&out.stdout[split + 1..]);
         (
             code.trim().parse().unwrap_or(0),
-            format!("{body}{}", String::from_utf8_lossy(&out.stderr)),
+            out.stdout[..split].to_vec(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     }
 
@@ -359,7 +373,7 @@ fn psql_psycopg_and_http_agree_with_the_cli() {
     let csv_rows: Vec<String> = csv.lines().skip(1).map(|l| l.replace(',', "|")).collect();
     assert_eq!(csv_rows, expected);
     let body = serde_json::json!({"sql": REVENUE, "format": "arrow"}).to_string();
-    let (code, ipc) = s.curl_with(
+    let (code, ipc, _) = s.curl_raw(
         "POST",
         "/api/v1/sql",
         Some(&admin),
@@ -367,10 +381,12 @@ fn psql_psycopg_and_http_agree_with_the_cli() {
         &["-H", "Content-Type: application/json"],
     );
     assert_eq!(code, 200);
-    assert!(
-        ipc.as_bytes().starts_with(&[0xff, 0xff, 0xff, 0xff]),
-        "an Arrow IPC stream starts with a continuation marker"
-    );
+    let reader =
+        datafusion::arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(ipc), None)
+            .expect("an Arrow IPC stream");
+    let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
+    let ipc_rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(ipc_rows, expected.len(), "rows of the Arrow result");
 
     // The row limit cuts and says so.
     let body = serde_json::json!({"sql": "SELECT * FROM fact_sales", "limit": 5}).to_string();
@@ -504,7 +520,8 @@ fn every_role_on_every_endpoint() {
     let s = Server::start(&lake, &[]);
     let sql = br#"{"sql": "SELECT 1"}"#.as_slice();
     // (method, path, body, which roles may)
-    let matrix: &[(&str, &str, Option<&[u8]>, &[&str])] = &[
+    type Case<'a> = (&'a str, &'a str, Option<&'a [u8]>, &'a [&'a str]);
+    let matrix: &[Case] = &[
         (
             "GET",
             "/api/v1/whoami",
@@ -848,7 +865,8 @@ fn upload_then_run_over_http_and_shut_down_gracefully() {
         &eng,
         "SELECT region FROM dim_store WHERE store_id = 'S9001'",
     );
-    assert_eq!(after, vec!["North"], "before: {before:?}");
+    let (_, runs) = s.curl("GET", "/api/v1/runs", Some(&eng), None);
+    assert_eq!(after, vec!["North"], "before: {before:?}; runs: {runs}");
     let (_, metrics) = s.curl("GET", "/metrics", Some(&eng), None);
     assert!(
         metrics.contains("shoplake_runs_succeeded_total 1"),

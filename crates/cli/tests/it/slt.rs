@@ -107,6 +107,7 @@ async fn star_schema_queries() {
     }
     let report = lake.run().await;
     assert!(report.failed.is_empty(), "{:?}", report.failed);
+    crate::marts::refresh(&lake, shoplake_marts::RefreshMode::Incremental).await;
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/slt");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
