@@ -32,6 +32,11 @@ pub struct Config {
     pub sources: BTreeMap<String, SourceConfig>,
     #[serde(default)]
     pub export: ExportConfig,
+    /// Data-quality expectations by table (`[[quality.fact_sales]]`). A table listed here has
+    /// exactly these expectations; a table left out keeps the built-in ones
+    /// ([`crate::quality::default_expectations`]); `fact_sales = []` turns them off.
+    #[serde(default)]
+    pub quality: BTreeMap<String, Vec<crate::quality::Expectation>>,
 }
 
 /// What to do with a sale whose customer or product is not in its dimension.
@@ -401,6 +406,19 @@ impl Config {
                 ));
             }
         }
+        for (table, list) in &self.quality {
+            let mut names = std::collections::BTreeSet::new();
+            for (i, e) in list.iter().enumerate() {
+                let at = format!("quality.{table}[{i}]");
+                out.extend(e.problems(&at));
+                if !names.insert(e.display_name()) {
+                    out.push(format!(
+                        "{at}: another expectation of {table} is also named {:?}; give one a `name`",
+                        e.display_name()
+                    ));
+                }
+            }
+        }
         if self.export.password_env.is_empty() {
             out.push("export.password_env must name an environment variable".to_string());
         }
@@ -448,6 +466,17 @@ impl Config {
             }
         }
         out
+    }
+}
+
+impl Config {
+    /// The expectations checked on files loaded into `table`: the configured ones, else the
+    /// built-in defaults.
+    pub fn expectations(&self, table: &str) -> Vec<crate::quality::Expectation> {
+        match self.quality.get(table) {
+            Some(list) => list.clone(),
+            None => crate::quality::default_expectations(table),
+        }
     }
 }
 
