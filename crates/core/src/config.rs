@@ -538,6 +538,11 @@ currency = "XYZ"
         assert_eq!(pos.mapping["Sale Amt"], "amount");
         assert_eq!(c.export.password_env, ExportConfig::default().password_env);
         assert!(c.export.url.is_some(), "the example shows an export URL");
+        assert_eq!(
+            c.expectations("fact_sales"),
+            crate::quality::default_expectations("fact_sales"),
+            "the example shows the default expectations"
+        );
     }
 
     #[test]
