@@ -1032,7 +1032,7 @@ mod tests {
         for c in missing_columns(ReasonCode::MissingKey, "customer_id is empty") {
             *f.missing.entry(c.to_string()).or_default() += 1;
         }
-        let r = eval(toml, "fact_sales", &[b.clone()], vec![f]);
+        let r = eval(toml, "fact_sales", std::slice::from_ref(&b), vec![f]);
         assert!(!r[0].passed);
         assert_eq!(r[0].observed, Some(0.2));
         assert_eq!(
