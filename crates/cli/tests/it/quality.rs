@@ -55,7 +55,8 @@ fn sql(lake: &Path, query: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_error_expectation_blocks_a_bad_file_and_the_lake_keeps_its_state() {
-    // The built-in expectations: at most 10% of a sales file's rows without an amount (error).
+    // The built-in expectations: at most 50% of a sales file's rows without an amount (error),
+    // at most 10% (warn).
     let lake = TestLake::new();
     // 1 of 20 rows without an amount: 5%, within the limit (and the quarantine exists).
     let first = drop_files(&lake, "day1", &[("day1.csv", sales("A", 20, 1))]);
@@ -66,12 +67,12 @@ async fn an_error_expectation_blocks_a_bad_file_and_the_lake_keeps_its_state() {
     let history_before = lake.pipeline.tables().history(&fact).await.unwrap().len();
     let quarantine_before = lake.count("SELECT COUNT(*) FROM quarantine").await;
 
-    // 4 of 10 rows without an amount: 40% > 10%. The good file has one missing of 20 (5%).
+    // 6 of 10 rows without an amount: 60% > 50%. The good file has one missing of 20 (5%).
     let second = drop_files(
         &lake,
         "day2",
         &[
-            ("bad.csv", sales("B", 10, 4)),
+            ("bad.csv", sales("B", 10, 6)),
             ("good.csv", sales("G", 20, 1)),
         ],
     );
@@ -80,21 +81,27 @@ async fn an_error_expectation_blocks_a_bad_file_and_the_lake_keeps_its_state() {
     let bad = file_id(&lake, "bad.csv").await;
     let good = file_id(&lake, "good.csv").await;
 
-    assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
+    assert_eq!(report.failed.len(), 1, "{:#?}", report.quality);
     let error = report.failed[0].error.clone().unwrap();
     assert_eq!(report.failed[0].file_id, bad);
     assert_eq!(
         error,
-        "quality: amount missing on 40.0% of rows (4 of 10; max 10%)"
+        "quality: amount missing on 60.0% of rows (6 of 10; max 50%)"
     );
     assert_eq!(report.files.len(), 1);
     assert_eq!(report.files[0].file_id, good);
     assert_eq!(report.files[0].outcome.loaded, 19);
-    let breaches: Vec<_> = report.quality_breaches().collect();
-    assert_eq!(breaches.len(), 1, "{breaches:?}");
+    // The bad file breaks the error expectation and the 10% warning.
+    let breaches: Vec<_> = report
+        .quality_breaches()
+        .map(|r| (r.file_id, r.name.as_str(), r.severity.as_str()))
+        .collect();
     assert_eq!(
-        (breaches[0].file_id, breaches[0].severity.as_str()),
-        (bad, "error")
+        breaches,
+        vec![
+            (bad, "max_null_rate(amount)", "error"),
+            (bad, "amount_often_missing", "warn")
+        ]
     );
 
     // The lake: the good file's rows in one new commit, nothing of the bad file anywhere.
@@ -150,7 +157,8 @@ async fn an_error_expectation_blocks_a_bad_file_and_the_lake_keeps_its_state() {
         &lake_dir,
         &format!(
             "SELECT file_id, name, check, \"column\", severity, passed, observed, threshold, message \
-             FROM quality WHERE run_id = {} AND check = 'max_null_rate' ORDER BY file_id",
+             FROM quality WHERE run_id = {} AND check = 'max_null_rate' AND severity = 'error' \
+             ORDER BY file_id",
             report.run_id
         ),
     );
@@ -160,12 +168,12 @@ async fn an_error_expectation_blocks_a_bad_file_and_the_lake_keeps_its_state() {
         vec![
             "file_id,name,check,column,severity,passed,observed,threshold,message",
             &format!(
-                "{bad},max_null_rate(amount),max_null_rate,amount,error,false,0.4,0.1,\
-                 amount missing on 40.0% of rows (4 of 10; max 10%)"
+                "{bad},max_null_rate(amount),max_null_rate,amount,error,false,0.6,0.5,\
+                 amount missing on 60.0% of rows (6 of 10; max 50%)"
             ),
             &format!(
-                "{good},max_null_rate(amount),max_null_rate,amount,error,true,0.05,0.1,\
-                 amount missing on 5.0% of rows (1 of 20; max 10%)"
+                "{good},max_null_rate(amount),max_null_rate,amount,error,true,0.05,0.5,\
+                 amount missing on 5.0% of rows (1 of 20; max 50%)"
             ),
         ],
         "{csv}"
