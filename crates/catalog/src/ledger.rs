@@ -676,6 +676,105 @@ fn catalog_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CatalogEntry> {
     })
 }
 
+/// The result of one data-quality expectation on one file (see `shoplake_etl::quality`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QualityResult {
+    pub run_id: i64,
+    pub table_name: String,
+    pub file_id: i64,
+    /// The expectation's name (`max_null_rate(amount)` unless configured).
+    pub name: String,
+    /// not_null, unique, accepted_values, range, max_null_rate, min_rows or freshness.
+    pub check: String,
+    pub column: Option<String>,
+    /// `error` or `warn`.
+    pub severity: String,
+    pub passed: bool,
+    /// What was measured: a share of rows for max_null_rate, a row count for the others, an
+    /// age in days for freshness.
+    pub observed: Option<f64>,
+    /// The limit it was held to (None where the check has no single number).
+    pub threshold: Option<f64>,
+    pub message: String,
+    pub checked_at: DateTime<Utc>,
+}
+
+const QUALITY_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS quality (
+  run_id INTEGER NOT NULL,
+  table_name TEXT NOT NULL,
+  file_id INTEGER NOT NULL,
+  name TEXT NOT NULL,
+  check_name TEXT NOT NULL,
+  column_name TEXT,
+  severity TEXT NOT NULL,
+  passed INTEGER NOT NULL,
+  observed REAL,
+  threshold REAL,
+  message TEXT NOT NULL,
+  checked_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS quality_run ON quality(run_id);
+";
+
+impl Ledger {
+    /// Record data-quality results, in one transaction.
+    pub fn record_quality(&self, results: &[QualityResult]) -> Result<()> {
+        let mut conn = self.conn();
+        conn.execute_batch(QUALITY_SCHEMA)?;
+        let tx = conn.transaction()?;
+        for r in results {
+            tx.execute(
+                "INSERT INTO quality(run_id, table_name, file_id, name, check_name, column_name, severity, passed, observed, threshold, message, checked_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                params![
+                    r.run_id,
+                    r.table_name,
+                    r.file_id,
+                    r.name,
+                    r.check,
+                    r.column,
+                    r.severity,
+                    r.passed,
+                    r.observed,
+                    r.threshold,
+                    r.message,
+                    ts(&r.checked_at)
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every data-quality result, oldest first.
+    pub fn quality_results(&self) -> Result<Vec<QualityResult>> {
+        let conn = self.conn();
+        conn.execute_batch(QUALITY_SCHEMA)?;
+        let mut stmt = conn.prepare(
+            "SELECT run_id, table_name, file_id, name, check_name, column_name, severity, passed, observed, threshold, message, checked_at
+             FROM quality ORDER BY rowid",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(QualityResult {
+                run_id: r.get(0)?,
+                table_name: r.get(1)?,
+                file_id: r.get(2)?,
+                name: r.get(3)?,
+                check: r.get(4)?,
+                column: r.get(5)?,
+                severity: r.get(6)?,
+                passed: r.get(7)?,
+                observed: r.get(8)?,
+                threshold: r.get(9)?,
+                message: r.get(10)?,
+                checked_at: parse_ts(&r.get::<_, String>(11)?),
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -368,6 +368,20 @@ pub fn print_report(report: &RunReport) {
             f.error.as_deref().unwrap_or("unknown error")
         );
     }
+    for q in report.quality_breaches() {
+        println!(
+            "quality {} #{} {} {}: {}",
+            if q.severity == "error" {
+                "FAILED"
+            } else {
+                "warning"
+            },
+            q.file_id,
+            q.table_name,
+            q.name,
+            q.message
+        );
+    }
     if !report.failed.is_empty() {
         println!(
             "failed files loaded nothing; fix them and ingest again (the other files are committed)"

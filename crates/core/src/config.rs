@@ -35,6 +35,11 @@ pub struct Config {
     /// `shoplake serve`: addresses, TLS and limits.
     #[serde(default)]
     pub serve: crate::serve_config::ServeConfig,
+    /// Data-quality expectations by table (`[[quality.fact_sales]]`). A table listed here has
+    /// exactly these expectations; a table left out keeps the built-in ones
+    /// ([`crate::quality::default_expectations`]); `fact_sales = []` turns them off.
+    #[serde(default)]
+    pub quality: BTreeMap<String, Vec<crate::quality::Expectation>>,
 }
 
 /// What to do with a sale whose customer or product is not in its dimension.
@@ -404,6 +409,19 @@ impl Config {
                 ));
             }
         }
+        for (table, list) in &self.quality {
+            let mut names = std::collections::BTreeSet::new();
+            for (i, e) in list.iter().enumerate() {
+                let at = format!("quality.{table}[{i}]");
+                out.extend(e.problems(&at));
+                if !names.insert(e.display_name()) {
+                    out.push(format!(
+                        "{at}: another expectation of {table} is also named {:?}; give one a `name`",
+                        e.display_name()
+                    ));
+                }
+            }
+        }
         if self.export.password_env.is_empty() {
             out.push("export.password_env must name an environment variable".to_string());
         }
@@ -451,6 +469,17 @@ impl Config {
             }
         }
         out
+    }
+}
+
+impl Config {
+    /// The expectations checked on files loaded into `table`: the configured ones, else the
+    /// built-in defaults.
+    pub fn expectations(&self, table: &str) -> Vec<crate::quality::Expectation> {
+        match self.quality.get(table) {
+            Some(list) => list.clone(),
+            None => crate::quality::default_expectations(table),
+        }
     }
 }
 
@@ -512,6 +541,11 @@ currency = "XYZ"
         assert_eq!(pos.mapping["Sale Amt"], "amount");
         assert_eq!(c.export.password_env, ExportConfig::default().password_env);
         assert!(c.export.url.is_some(), "the example shows an export URL");
+        assert_eq!(
+            c.expectations("fact_sales"),
+            crate::quality::default_expectations("fact_sales"),
+            "the example shows the default expectations"
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod model;
+pub mod quality;
 pub mod serve_config;
 pub mod values;
 

@@ -17,6 +17,7 @@ pub mod dim;
 pub mod ingest;
 pub mod pii;
 pub mod pipeline;
+pub mod quality;
 pub mod quarantine;
 pub mod sales;
 pub mod schema;

@@ -12,6 +12,7 @@ use crate::convert::{Rejection, canonical, parse_month};
 use crate::dedupe::{self, Bloom, Held, LakeKeys, RunKeys};
 use crate::dim::{Applied, Dim, days_since_epoch, natural_key};
 use crate::pii::PiiKey;
+use crate::quality::{self, Evaluation, FileFacts, QualityResult, RecheckCounts};
 use crate::quarantine::{QuarantinedRow, record_json};
 use crate::sales::{Lookups, Outcome, SalesTransform, SourceRules};
 use crate::schema::{DIM_DATE, FACT_PARTITIONS, FACT_SALES, QUARANTINE, dim_table};
@@ -86,9 +87,17 @@ pub struct RunReport {
     pub commits: Vec<(String, i64)>,
     /// Sales rows loaded against inferred customers / products.
     pub inferred_rows: (u64, u64),
+    /// Every data-quality expectation checked, per file (see [`crate::quality`]); failed
+    /// `error` ones are why their files are in `failed`.
+    pub quality: Vec<QualityResult>,
 }
 
 impl RunReport {
+    /// The expectations that failed, `error` and `warn`.
+    pub fn quality_breaches(&self) -> impl Iterator<Item = &QualityResult> {
+        self.quality.iter().filter(|r| !r.passed)
+    }
+
     pub fn totals(&self) -> FileOutcome {
         let mut t = FileOutcome::default();
         for f in &self.files {
@@ -333,6 +342,16 @@ impl Pipeline {
 
     /// Process every pending file. See the module docs for the guarantees.
     pub async fn run(&self, progress: &dyn Progress) -> Result<RunReport> {
+        let problems = quality::problems(&self.config);
+        if !problems.is_empty() {
+            return Err(EtlError::Input {
+                path: "shoplake.toml".into(),
+                message: format!(
+                    "invalid quality expectations (fix them and run again):\n  - {}",
+                    problems.join("\n  - ")
+                ),
+            });
+        }
         let _lock = RunLock::acquire(&self.state_dir)?;
         let recovered = self.recover(progress).await?;
         let crawled = self.crawl_pending(progress).await?;
@@ -439,7 +458,15 @@ impl Pipeline {
         for entity in reference_entities() {
             for (f, entry) in by_entity.remove(&entity).unwrap_or_default() {
                 match self
-                    .load_reference(entity, &f, &entry, &mut dims, now, progress)
+                    .load_reference(
+                        entity,
+                        &f,
+                        &entry,
+                        &mut dims,
+                        (run_id, now),
+                        &mut report.quality,
+                        progress,
+                    )
                     .await?
                 {
                     Ok((outcome, rows)) => {
@@ -487,7 +514,9 @@ impl Pipeline {
                         version,
                         range,
                         inferred_rows,
+                        quality,
                     } => {
+                        report.quality.extend(quality);
                         for (f, entry, outcome) in outcomes {
                             let entity: Entity =
                                 entry.entity.parse().map_err(EtlError::Internal)?;
@@ -510,6 +539,17 @@ impl Pipeline {
                         progress.note(&format!("failed: {error}"));
                         failed.push((file_id, error));
                         sales_files.retain(|(f, _)| f.file_id != file_id);
+                        dims = reference.clone();
+                    }
+                    // Nothing was committed: the sales step runs again without these files
+                    // (their rows must not count as seen, infer members or be quarantined).
+                    SalesStep::QualityFailed { files, results } => {
+                        for (file_id, error) in files {
+                            progress.note(&format!("failed: {error}"));
+                            sales_files.retain(|(f, _)| f.file_id != file_id);
+                            failed.push((file_id, error));
+                        }
+                        report.quality.extend(results);
                         dims = reference.clone();
                     }
                 }
@@ -564,6 +604,8 @@ impl Pipeline {
             }
         }
         let outcomes: Vec<FileOutcome> = report.files.iter().map(|f| f.outcome.clone()).collect();
+        quality::log_breaches(&report.quality);
+        self.ledger.record_quality(&report.quality)?;
         self.ledger.finish_run(run_id, &outcomes, &failed)?;
         for (file_id, error) in failed {
             if let Some(f) = self.ledger.file(file_id)? {
@@ -682,7 +724,8 @@ impl Pipeline {
         f: &FileRecord,
         entry: &CatalogEntry,
         dims: &mut Dims,
-        now: i64,
+        (run_id, now): (i64, i64),
+        results: &mut Vec<QualityResult>,
         progress: &dyn Progress,
     ) -> Result<std::result::Result<(FileOutcome, Vec<QuarantinedRow>), String>> {
         let (schema, mapping) = parse_entry(entry)?;
@@ -702,6 +745,30 @@ impl Pipeline {
         let (sink, scanned) = result;
         if let Err(e) = scanned {
             return Ok(Err(e.to_string()));
+        }
+        // Quality, on the file's valid rows before they change the dimension.
+        let table = dim_table(entity).0;
+        let rules = self.quality_rules(table)?;
+        if !rules.is_empty() {
+            let facts = vec![FileFacts {
+                file_id: f.file_id,
+                rows_in: sink.tally.outcome.rows_in,
+                missing: sink.tally.missing.clone(),
+            }];
+            let newest = quality::table_newest(&self.tables, table, &rules).await?;
+            let mut eval = Evaluation::new(table, rules, facts, sink.rows.len() as u64);
+            let batch = quality::reference_batch(entity, f.file_id, &sink.rows, &eval.columns())?;
+            eval.observe(&batch)?;
+            let mut counts = RecheckCounts::default();
+            if !eval.recheck_columns().is_empty() {
+                eval.recheck(&batch, &mut counts)?;
+            }
+            let checked = eval.finish(run_id, &newest, counts, micros_to_time(now));
+            let blocked = quality::blocking_failure(&checked, f.file_id);
+            results.extend(checked);
+            if let Some(error) = blocked {
+                return Ok(Err(error));
+            }
         }
         let dim = dims
             .by_entity
@@ -783,7 +850,7 @@ impl Pipeline {
             )
         });
         progress.done();
-        let (mut lookups, mut outcomes, range, mut inferred_rows) = match scan_result {
+        let (mut lookups, mut outcomes, range, mut inferred_rows, missing) = match scan_result {
             ScanResult::Failed { file_id, error } => {
                 // The scan sent an error down the stream: the write aborts and commits nothing,
                 // and the quarantine writer is aborted when dropped.
@@ -803,7 +870,8 @@ impl Pipeline {
                 outcomes,
                 range,
                 inferred_rows,
-            } => (lookups, outcomes, range, inferred_rows),
+                missing,
+            } => (lookups, outcomes, range, inferred_rows, missing),
         };
 
         // The scan is over: the spill files hold every row that was not held back.
@@ -825,6 +893,27 @@ impl Pipeline {
                 progress,
             )
             .await?;
+        }
+        // Quality, on exactly the rows about to be committed. A file failing an `error`
+        // expectation keeps the whole step from committing; it runs again without the file.
+        let checked = self
+            .sales_quality(run_id, &mut append, &outcomes, missing, now, progress)
+            .await?;
+        let blocked: Vec<(i64, String)> = outcomes
+            .iter()
+            .filter_map(|(f, _, _)| {
+                quality::blocking_failure(&checked, f.file_id).map(|e| (f.file_id, e))
+            })
+            .collect();
+        if !blocked.is_empty() {
+            let results = checked
+                .into_iter()
+                .filter(|r| blocked.iter().any(|(id, _)| *id == r.file_id))
+                .collect();
+            return Ok(SalesStep::QualityFailed {
+                files: blocked,
+                results,
+            });
         }
         progress.stage_rows("writing fact_sales", append.rows());
         let version = append
@@ -849,7 +938,69 @@ impl Pipeline {
             version,
             range,
             inferred_rows,
+            quality: checked,
         })
+    }
+
+    /// The validated quality rules of `table` (checked when the run started).
+    fn quality_rules(&self, table: &str) -> Result<Vec<quality::Rule>> {
+        quality::rules(&self.config, table).map_err(|p| EtlError::Input {
+            path: "shoplake.toml".into(),
+            message: p.join("; "),
+        })
+    }
+
+    /// Check the `fact_sales` expectations on the rows staged in `append`, per file: one pass
+    /// over the needed columns of the spill files, and a second over the `unique` columns
+    /// when a value may repeat.
+    async fn sales_quality(
+        &self,
+        run_id: i64,
+        append: &mut PartitionedAppend,
+        outcomes: &[(FileRecord, CatalogEntry, FileOutcome)],
+        mut missing: HashMap<i64, BTreeMap<String, i64>>,
+        now: i64,
+        progress: &dyn Progress,
+    ) -> Result<Vec<QualityResult>> {
+        let rules = self.quality_rules("fact_sales")?;
+        if rules.is_empty() {
+            return Ok(Vec::new());
+        }
+        let facts = outcomes
+            .iter()
+            .map(|(f, _, o)| FileFacts {
+                file_id: f.file_id,
+                rows_in: o.rows_in,
+                missing: missing.remove(&f.file_id).unwrap_or_default(),
+            })
+            .collect();
+        let newest = quality::table_newest(&self.tables, "fact_sales", &rules).await?;
+        let mut eval = Evaluation::new("fact_sales", rules, facts, append.rows());
+        let mut counts = RecheckCounts::default();
+        progress.stage_rows("checking quality", append.rows());
+        tokio::task::block_in_place(|| -> Result<()> {
+            let mut failed = None;
+            let columns = eval.columns();
+            let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+            append.scan_columns(&columns, |batch| {
+                progress.advance(batch.num_rows() as u64);
+                if failed.is_none() {
+                    failed = eval.observe(batch).err();
+                }
+            })?;
+            let columns = eval.recheck_columns();
+            if failed.is_none() && !columns.is_empty() {
+                let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+                append.scan_columns(&columns, |batch| {
+                    if failed.is_none() {
+                        failed = eval.recheck(batch, &mut counts).err();
+                    }
+                })?;
+            }
+            failed.map_or(Ok(()), Err)
+        })?;
+        progress.done();
+        Ok(eval.finish(run_id, &newest, counts, micros_to_time(now)))
     }
 
     /// Check the held rows against the keys of `fact_sales`, the rows of this run that were
@@ -1127,10 +1278,16 @@ enum SalesStep {
         version: i64,
         range: Option<(NaiveDate, NaiveDate)>,
         inferred_rows: (u64, u64),
+        quality: Vec<QualityResult>,
     },
     FileFailed {
         file_id: i64,
         error: String,
+    },
+    /// Files that failed an `error` expectation, with their results; nothing was committed.
+    QualityFailed {
+        files: Vec<(i64, String)>,
+        results: Vec<QualityResult>,
     },
 }
 
@@ -1140,6 +1297,8 @@ enum ScanResult {
         outcomes: Vec<(FileRecord, CatalogEntry, FileOutcome)>,
         range: Option<(NaiveDate, NaiveDate)>,
         inferred_rows: (u64, u64),
+        /// Per file, rows quarantined with a column missing, by column (for quality).
+        missing: HashMap<i64, BTreeMap<String, i64>>,
     },
     Failed {
         file_id: i64,
@@ -1181,6 +1340,7 @@ fn scan_sales(
         held,
     } = out;
     let mut outcomes = Vec::new();
+    let mut missing = HashMap::new();
     let mut range: Option<(NaiveDate, NaiveDate)> = None;
     let mut inferred_rows = (0, 0);
     for (f, entry, schema, mapping, reader, rules) in files {
@@ -1241,6 +1401,7 @@ fn scan_sales(
         if let Some((lo, hi)) = sink.t.date_range {
             range = Some(range.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
         }
+        missing.insert(f.file_id, std::mem::take(&mut sink.tally.missing));
         outcomes.push((f, entry, sink.tally.outcome));
     }
     ScanResult::Done {
@@ -1248,6 +1409,7 @@ fn scan_sales(
         outcomes,
         range,
         inferred_rows,
+        missing,
     }
 }
 
@@ -1415,6 +1577,8 @@ struct FileTally {
     columns: Vec<String>,
     outcome: FileOutcome,
     quarantine: Vec<QuarantinedRow>,
+    /// Rows quarantined with a column missing, by column (see [`quality::missing_columns`]).
+    missing: BTreeMap<String, i64>,
 }
 
 impl FileTally {
@@ -1428,6 +1592,7 @@ impl FileTally {
                 ..Default::default()
             },
             quarantine: Vec::new(),
+            missing: BTreeMap::new(),
         }
     }
 
@@ -1446,6 +1611,9 @@ impl FileTally {
     }
 
     fn push(&mut self, line: u64, reason: ReasonCode, detail: String, record: String) {
+        for column in quality::missing_columns(reason, &detail) {
+            *self.missing.entry(column.to_string()).or_default() += 1;
+        }
         *self
             .outcome
             .quarantined
@@ -1617,6 +1785,10 @@ impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+fn micros_to_time(micros: i64) -> chrono::DateTime<Utc> {
+    chrono::DateTime::from_timestamp_micros(micros).unwrap_or_else(Utc::now)
 }
 
 /// The calendar from `start` to `end`.

@@ -1,6 +1,6 @@
 //! Query: one DataFusion [`SessionContext`] over the lake. Every Delta table under `processed/`
 //! and `marts/` is registered by name, the quarantine as `quarantine`, and the control plane as
-//! system tables (`files`, `file_reasons`, `runs`, `run_files`, `catalog`), so the figures of
+//! system tables (`files`, `file_reasons`, `runs`, `run_files`, `quality`, `catalog`), so the figures of
 //! every load are answerable with SQL. Any table can be read as of an older version.
 //!
 //! ```no_run
@@ -13,7 +13,8 @@ mod policy;
 pub use policy::{Access, MASK};
 
 use datafusion::arrow::array::{
-    ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::datasource::MemTable;
@@ -56,7 +57,7 @@ impl From<shoplake_tables::TableError> for QueryError {
 }
 
 /// The system tables and what they hold.
-pub const SYSTEM_TABLES: [(&str, &str); 5] = [
+pub const SYSTEM_TABLES: [(&str, &str); 6] = [
     (
         "files",
         "the file ledger: every file, its status and row counts",
@@ -64,6 +65,10 @@ pub const SYSTEM_TABLES: [(&str, &str); 5] = [
     ("file_reasons", "quarantined rows per file and reason"),
     ("runs", "every run with its totals"),
     ("run_files", "per-file outcome of every run"),
+    (
+        "quality",
+        "data-quality expectations checked on every file of every run",
+    ),
     (
         "catalog",
         "every version of every source's schema and mapping, with drift",
@@ -340,6 +345,51 @@ impl LakeQuery {
         ])?;
         self.register_batch("run_files", batch)?;
 
+        let q = ledger.quality_results()?;
+        let batch = batch_of(&[
+            ("run_id", Col::I(q.iter().map(|r| Some(r.run_id)).collect())),
+            (
+                "table_name",
+                Col::S(q.iter().map(|r| Some(r.table_name.clone())).collect()),
+            ),
+            (
+                "file_id",
+                Col::I(q.iter().map(|r| Some(r.file_id)).collect()),
+            ),
+            (
+                "name",
+                Col::S(q.iter().map(|r| Some(r.name.clone())).collect()),
+            ),
+            (
+                "check",
+                Col::S(q.iter().map(|r| Some(r.check.clone())).collect()),
+            ),
+            (
+                "column",
+                Col::S(q.iter().map(|r| r.column.clone()).collect()),
+            ),
+            (
+                "severity",
+                Col::S(q.iter().map(|r| Some(r.severity.clone())).collect()),
+            ),
+            ("passed", Col::B(q.iter().map(|r| Some(r.passed)).collect())),
+            ("observed", Col::F(q.iter().map(|r| r.observed).collect())),
+            ("threshold", Col::F(q.iter().map(|r| r.threshold).collect())),
+            (
+                "message",
+                Col::S(q.iter().map(|r| Some(r.message.clone())).collect()),
+            ),
+            (
+                "checked_at",
+                Col::T(
+                    q.iter()
+                        .map(|r| Some(r.checked_at.timestamp_micros()))
+                        .collect(),
+                ),
+            ),
+        ])?;
+        self.register_batch("quality", batch)?;
+
         let cat = ledger.catalog()?;
         let batch = batch_of(&[
             (
@@ -394,6 +444,8 @@ enum Col {
     I(Vec<Option<i64>>),
     S(Vec<Option<String>>),
     T(Vec<Option<i64>>),
+    F(Vec<Option<f64>>),
+    B(Vec<Option<bool>>),
 }
 
 fn batch_of(cols: &[(&str, Col)]) -> Result<RecordBatch> {
@@ -407,6 +459,8 @@ fn batch_of(cols: &[(&str, Col)]) -> Result<RecordBatch> {
                 DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
                 Arc::new(TimestampMicrosecondArray::from(v.clone()).with_timezone("UTC")),
             ),
+            Col::F(v) => (DataType::Float64, Arc::new(Float64Array::from(v.clone()))),
+            Col::B(v) => (DataType::Boolean, Arc::new(BooleanArray::from(v.clone()))),
         };
         fields.push(Field::new(*name, ty, true));
         arrays.push(arr);

@@ -27,6 +27,7 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// How many partitions are encoded at the same time.
@@ -172,6 +173,46 @@ impl PartitionedAppend {
             .map_err(engine)?;
             for batch in reader {
                 f(batch.map_err(engine)?.column(0));
+            }
+        }
+        Ok(())
+    }
+
+    /// Read some columns of every row pushed so far, a batch at a time, in the order of
+    /// `names` (the spill files are flushed first). Memory is one batch of those columns.
+    pub fn scan_columns(&mut self, names: &[&str], mut f: impl FnMut(&RecordBatch)) -> Result<()> {
+        let engine = |e: datafusion::arrow::error::ArrowError| TableError::Engine {
+            table: self.id.display(),
+            source: Box::new(e.into()),
+        };
+        let indices = names
+            .iter()
+            .map(|n| self.schema.index_of(n))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(engine)?;
+        for part in self.parts.values_mut() {
+            part.writer.flush().map_err(engine)?;
+            let file =
+                File::open(&part.path).map_err(|e| spill_error(&self.id, self.dir.path(), e))?;
+            let reader = StreamReader::try_new(
+                BufReader::with_capacity(SPILL_BUFFER, file),
+                Some(indices.clone()),
+            )
+            .map_err(engine)?;
+            for batch in reader {
+                let batch = batch.map_err(engine)?;
+                // Put the columns in the order asked for, whatever order the reader gives.
+                let columns = names
+                    .iter()
+                    .map(|n| batch.column_by_name(n).cloned())
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| {
+                        engine(datafusion::arrow::error::ArrowError::SchemaError(
+                            "a projected column is missing".into(),
+                        ))
+                    })?;
+                let schema = self.schema.project(&indices).map_err(engine)?;
+                f(&RecordBatch::try_new(Arc::new(schema), columns).map_err(engine)?);
             }
         }
         Ok(())
@@ -339,7 +380,6 @@ mod tests {
     use datafusion::arrow::array::{Int32Array, Int64Array, StringArray};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use shoplake_storage::Lake;
-    use std::sync::Arc;
 
     fn batch(schema: &SchemaRef, start: i64, n: i64) -> RecordBatch {
         let ids: Vec<i64> = (start..start + n).collect();
