@@ -16,12 +16,14 @@
 //! ```
 
 pub mod config;
+pub mod cron;
 pub mod model;
 pub mod values;
 
 pub use config::{
-    Config, ConfigError, CouponTier, DecimalSetting, MartsConfig, PipelineConfig, ReportsConfig,
-    SourceConfig, UnknownMembers,
+    Config, ConfigError, CouponTier, DecimalSetting, EventKind, Job, MartsConfig, NotifyConfig,
+    OrchestrateConfig, PipelineConfig, ReportsConfig, ScheduleConfig, SourceConfig, UnknownMembers,
+    WebhookConfig, WebhookFormat, check_webhook_url, parse_tz,
 };
 pub use model::{Entity, FieldType, Format, ReasonCode};
 
