@@ -500,7 +500,8 @@ impl Notifier {
             .client
             .post(&w.url)
             .timeout(w.timeout)
-            .json(body)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(serde_json::to_vec(body).unwrap_or_default())
             .send()
             .await
             .map_err(|e| PostError::Transport {
