@@ -8,6 +8,7 @@ mod marts;
 mod output;
 mod progress;
 mod report;
+mod schedule;
 
 use clap::{Parser, Subcommand};
 use context::GlobalArgs;
@@ -60,6 +61,8 @@ enum Command {
     Report(report::ReportArgs),
     /// Load the star schema and the marts into PostgreSQL or MySQL/MariaDB.
     Export(export::ExportArgs),
+    /// List the schedules of shoplake.toml and their next fire times.
+    Schedule(schedule::ScheduleArgs),
 }
 
 fn main() -> ExitCode {

@@ -9,6 +9,7 @@ mod marts;
 mod recovery;
 mod replay;
 mod report;
+mod schedule;
 mod seeds;
 mod servers;
 mod slt;
