@@ -1,9 +1,9 @@
 //! Orchestration building blocks, knowing no pipeline stage: cron [`schedule`]s in a time zone
-//! and the [`Scheduler`](schedule::Scheduler) that fires them, the landing-folder
-//! [`watch`]er, [`retry`] with backoff and jitter, and webhook [`notify`]cations with a
-//! dead-letter log. `shoplake serve` and `shoplake run` compose them with the pipeline; every
-//! piece takes its clock, folder or HTTP endpoint from the caller, so tests drive them with a
-//! [`ManualClock`](schedule::ManualClock), temporary folders and a loopback server.
+//! and the [`Scheduler`] that fires them, the landing-folder [`Watcher`], [`retry`](mod@retry)
+//! with backoff and jitter, and webhook notifications ([`Notifier`]) with a dead-letter log.
+//! `shoplake serve` and `shoplake run` compose them with the pipeline; every piece takes its
+//! clock, folder or HTTP endpoint from the caller, so tests drive them with a [`ManualClock`],
+//! temporary folders and a loopback server.
 //!
 //! ```
 //! use shoplake_orchestrate::schedule::{Schedule, upcoming};

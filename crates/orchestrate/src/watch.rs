@@ -23,8 +23,9 @@ use std::time::{Duration, SystemTime};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LandedFile {
     pub path: PathBuf,
-    /// The sub-folder of the landing folder it was dropped in, if any (the folder name as
-    /// written: `ingest` turns it into a source name).
+    /// The source: the sub-folder of the landing folder it was dropped in, normalised as
+    /// `shoplake ingest` does (`Stores EU/` -> `stores_eu`); None for a file directly in the
+    /// landing folder (its source is then inferred from its name).
     pub source: Option<String>,
     pub size: u64,
     pub mtime: SystemTime,
@@ -165,7 +166,8 @@ impl Watcher {
                 .ok()
                 .filter(|rel| rel.components().count() > 1)
                 .and_then(|rel| rel.components().next())
-                .map(|c| c.as_os_str().to_string_lossy().into_owned());
+                .map(|c| source_name(&c.as_os_str().to_string_lossy()))
+                .filter(|s| !s.is_empty());
             tracing::info!(path = %path.display(), source = ?source, size = stamp.size, "landed file ready");
             out.push(LandedFile {
                 path,
@@ -226,6 +228,15 @@ impl Watcher {
         }
         Ok(moved)
     }
+}
+
+/// A folder name as a source name, normalised as `shoplake ingest` does: `Stores EU` ->
+/// `stores_eu`.
+fn source_name(folder: &str) -> String {
+    shoplake_core::model::normalize_column(folder)
+        .chars()
+        .take(64)
+        .collect()
 }
 
 /// Rename `from` to `to`, or to `stem-1.ext`, `stem-2.ext`, ... when `to` exists.
@@ -365,6 +376,7 @@ mod tests {
             "loose.csv",
             "stores/s1.csv",
             "ecommerce/2025/05/orders.json",
+            "Stores EU/x.csv",
             ".hidden.csv",
             "stores/.~lock.s1.csv#",
             "stores/big.csv.part",
@@ -382,13 +394,17 @@ mod tests {
         assert_eq!(
             names(&got, &root),
             [
+                "Stores EU/x.csv",
                 "ecommerce/2025/05/orders.json",
                 "loose.csv",
                 "stores/s1.csv"
             ]
         );
         let sources: Vec<_> = got.iter().map(|f| f.source.as_deref()).collect();
-        assert_eq!(sources, [Some("ecommerce"), None, Some("stores")]);
+        assert_eq!(
+            sources,
+            [Some("stores_eu"), Some("ecommerce"), None, Some("stores")]
+        );
     }
 
     #[test]
