@@ -335,8 +335,8 @@ impl Scheduler {
     }
 }
 
-/// Parse `YYYY-MM-DD HH:MM` as a local time in `tz` (a helper for tests and the CLI's
-/// `--from`); None when it does not exist there.
+/// The instant of a local wall-clock time in `tz` (the first one when it happens twice); None
+/// when it does not exist there (a spring-forward gap).
 pub fn local_time(tz: Tz, date: NaiveDate, hour: u32, minute: u32) -> Option<DateTime<Utc>> {
     tz.from_local_datetime(&date.and_hms_opt(hour, minute, 0)?)
         .earliest()
