@@ -117,6 +117,7 @@ pub async fn dispatch(command: Command, g: &GlobalArgs) -> Result<ExitCode> {
         Command::Marts(a) => crate::marts::command(&App::open(g)?, a).await,
         Command::Report(a) => crate::report::command(&App::open(g)?, a).await,
         Command::Export(a) => crate::export::run(a, g).await,
+        Command::Schedule(a) => crate::schedule::command(a, g),
         Command::Files => {
             let app = App::open(g)?;
             let q = open_query(&app).await?;

@@ -8,6 +8,7 @@ mod marts;
 mod output;
 mod progress;
 mod report;
+mod schedule;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -65,6 +66,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Manage who may use `serve`: users, roles, row filters and API tokens.
     Users(serve::UsersArgs),
+    /// List the schedules of shoplake.toml and their next fire times.
+    Schedule(schedule::ScheduleArgs),
 }
 
 fn main() -> ExitCode {

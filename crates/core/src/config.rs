@@ -1,13 +1,20 @@
 //! `shoplake.toml`: spec types only. Every setting has a default, so no file is needed to start.
 //! Precedence: defaults < `shoplake.toml` < environment (`SHOPLAKE_*`) < command-line flags.
 
+mod orchestrate;
+
+pub use orchestrate::{
+    EventKind, Job, NotifyConfig, OrchestrateConfig, ScheduleConfig, WebhookConfig, WebhookFormat,
+    check_webhook_url, default_events, default_schedules, parse_tz,
+};
+
 use crate::model::{Entity, Format};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Lake root: a folder (`./lake`, the default) or an object-store URL (`file:///...`).
@@ -40,6 +47,35 @@ pub struct Config {
     /// ([`crate::quality::default_expectations`]); `fact_sales = []` turns them off.
     #[serde(default)]
     pub quality: BTreeMap<String, Vec<crate::quality::Expectation>>,
+    /// Schedules, the landing folder and retries.
+    #[serde(default)]
+    pub orchestrate: OrchestrateConfig,
+    /// Schedules by name. Without a `[schedules]` table: the daily report at 02:00 and the
+    /// monthly report on the 1st at 02:00 ([`default_schedules`]).
+    #[serde(default = "default_schedules")]
+    pub schedules: BTreeMap<String, ScheduleConfig>,
+    /// Webhooks and alert thresholds.
+    #[serde(default)]
+    pub notify: NotifyConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            lake: None,
+            state_dir: None,
+            pipeline: PipelineConfig::default(),
+            marts: MartsConfig::default(),
+            reports: ReportsConfig::default(),
+            sources: BTreeMap::new(),
+            export: ExportConfig::default(),
+            serve: crate::serve_config::ServeConfig::default(),
+            quality: BTreeMap::new(),
+            orchestrate: OrchestrateConfig::default(),
+            schedules: default_schedules(),
+            notify: NotifyConfig::default(),
+        }
+    }
 }
 
 /// What to do with a sale whose customer or product is not in its dimension.
@@ -422,6 +458,11 @@ impl Config {
                 }
             }
         }
+        out.extend(orchestrate::problems(
+            &self.orchestrate,
+            &self.schedules,
+            &self.notify,
+        ));
         if self.export.password_env.is_empty() {
             out.push("export.password_env must name an environment variable".to_string());
         }
@@ -545,6 +586,100 @@ currency = "XYZ"
             c.expectations("fact_sales"),
             crate::quality::default_expectations("fact_sales"),
             "the example shows the default expectations"
+        );
+        assert_eq!(c.orchestrate.landing, None);
+        assert_eq!(
+            OrchestrateConfig {
+                landing: None,
+                ..c.orchestrate.clone()
+            },
+            OrchestrateConfig::default(),
+            "the example shows the defaults"
+        );
+        assert!(
+            text.contains("# landing = "),
+            "the example shows the landing folder"
+        );
+        assert_eq!(
+            c.schedules,
+            default_schedules(),
+            "the example shows the defaults"
+        );
+        assert_eq!(
+            c.notify.quarantine_spike_rate,
+            NotifyConfig::default().quarantine_spike_rate
+        );
+        let hook = &c.notify.webhooks[0];
+        assert_eq!(hook.url_env.as_deref(), Some("SHOPLAKE_SLACK_WEBHOOK"));
+        assert_eq!(hook.events, default_events());
+        assert_eq!(
+            (hook.timeout_ms, hook.max_attempts),
+            (
+                WebhookConfig::new("x").timeout_ms,
+                WebhookConfig::new("x").max_attempts
+            )
+        );
+    }
+
+    #[test]
+    fn orchestrate_defaults_and_problems() {
+        let c = Config::default();
+        assert_eq!(c.orchestrate.timezone, "UTC");
+        assert_eq!(c.schedules.len(), 2);
+        assert_eq!(c.schedules["daily_report"].cron, "0 2 * * *");
+        assert_eq!(c.schedules["monthly_report"].job, Job::MonthlyReport);
+        // An empty [schedules] table turns the defaults off.
+        let c = Config::parse("[schedules]\n", Path::new("x.toml")).unwrap();
+        assert!(c.schedules.is_empty());
+        let err = Config::parse(
+            r#"
+[orchestrate]
+landing_poll_ms = 0
+retry_attempts = 0
+retry_base_ms = 500
+retry_max_ms = 100
+[schedules]
+Nightly = { cron = "@reboot", job = "run" }
+[notify]
+quarantine_spike_rate = 5
+[[notify.webhooks]]
+url = "hooks.example.com/T0/SECRET"
+[[notify.webhooks]]
+url = "https://hooks.example.com/T0/SECRET"
+url_env = "HOOK"
+events = []
+[[notify.webhooks]]
+max_attempts = 0
+"#,
+            Path::new("x.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "orchestrate.landing_poll_ms 0 is too small",
+            "orchestrate.retry_attempts must be at least 1",
+            "orchestrate.retry_max_ms 100 is less than retry_base_ms 500",
+            "schedules.Nightly: a schedule name uses lower-case",
+            "schedules.Nightly.cron: cron \"@reboot\": unknown macro",
+            "notify.quarantine_spike_rate 5 must be between 0 and 1",
+            "notify.webhooks[0].url: must start with http:// or https://",
+            "notify.webhooks[1]: give `url` or `url_env`, not both",
+            "notify.webhooks[1].events is empty",
+            "notify.webhooks[2]: give `url`",
+            "notify.webhooks[2].max_attempts must be at least 1",
+        ] {
+            assert!(err.contains(needle), "{needle}\n{err}");
+        }
+        assert!(!err.contains("SECRET"), "{err}");
+        let err = Config::parse(
+            "[[notify.webhooks]]\nurl = \"https://x.example/\"\nevents = [\"run_crashed\"]\n",
+            Path::new("x.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("run_crashed") && err.contains("run_failed"),
+            "{err}"
         );
     }
 

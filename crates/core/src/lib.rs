@@ -16,14 +16,16 @@
 //! ```
 
 pub mod config;
+pub mod cron;
 pub mod model;
 pub mod quality;
 pub mod serve_config;
 pub mod values;
 
 pub use config::{
-    Config, ConfigError, CouponTier, DecimalSetting, MartsConfig, PipelineConfig, ReportsConfig,
-    SourceConfig, UnknownMembers,
+    Config, ConfigError, CouponTier, DecimalSetting, EventKind, Job, MartsConfig, NotifyConfig,
+    OrchestrateConfig, PipelineConfig, ReportsConfig, ScheduleConfig, SourceConfig, UnknownMembers,
+    WebhookConfig, WebhookFormat, check_webhook_url, parse_tz,
 };
 pub use model::{Entity, FieldType, Format, ReasonCode};
 pub use serve_config::ServeConfig;

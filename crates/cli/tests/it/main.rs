@@ -10,6 +10,7 @@ mod quality;
 mod recovery;
 mod replay;
 mod report;
+mod schedule;
 mod seeds;
 mod serve;
 mod servers;
