@@ -26,6 +26,17 @@ pub enum LedgerError {
     },
 }
 
+impl LedgerError {
+    /// Another process holds the database longer than the busy timeout: worth another try.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            LedgerError::Sql(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        )
+    }
+}
+
 pub type Result<T, E = LedgerError> = std::result::Result<T, E>;
 
 /// Where a file is in its life.
@@ -220,6 +231,19 @@ CREATE TABLE IF NOT EXISTS run_files (
   duplicates INTEGER NOT NULL,
   reasons TEXT NOT NULL,
   PRIMARY KEY (run_id, file_id)
+);
+CREATE TABLE IF NOT EXISTS tasks (
+  run_id INTEGER NOT NULL REFERENCES runs(run_id),
+  seq INTEGER NOT NULL,
+  name TEXT NOT NULL,
+  state TEXT NOT NULL,
+  started_at TEXT,
+  ended_at TEXT,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  rows INTEGER,
+  detail TEXT,
+  error TEXT,
+  PRIMARY KEY (run_id, seq)
 );
 CREATE TABLE IF NOT EXISTS settings (
   key TEXT PRIMARY KEY,
@@ -772,6 +796,152 @@ impl Ledger {
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+/// One task of a run (see `shoplake runs show`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TaskRecord {
+    pub run_id: i64,
+    pub seq: i64,
+    pub name: String,
+    /// queued, running, succeeded, failed, retrying or skipped.
+    pub state: String,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub attempts: i64,
+    pub rows: Option<i64>,
+    pub detail: Option<String>,
+    pub error: Option<String>,
+}
+
+const TASK_COLS: &str =
+    "run_id, seq, name, state, started_at, ended_at, attempts, rows, detail, error";
+
+fn task_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecord> {
+    Ok(TaskRecord {
+        run_id: r.get(0)?,
+        seq: r.get(1)?,
+        name: r.get(2)?,
+        state: r.get(3)?,
+        started_at: r.get::<_, Option<String>>(4)?.map(|s| parse_ts(&s)),
+        ended_at: r.get::<_, Option<String>>(5)?.map(|s| parse_ts(&s)),
+        attempts: r.get(6)?,
+        rows: r.get(7)?,
+        detail: r.get(8)?,
+        error: r.get(9)?,
+    })
+}
+
+impl Ledger {
+    /// Queue a run's tasks, in order.
+    pub fn queue_tasks(&self, run_id: i64, names: &[&str]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        for (seq, name) in names.iter().enumerate() {
+            tx.execute(
+                "INSERT OR IGNORE INTO tasks(run_id, seq, name, state) VALUES (?1, ?2, ?3, 'queued')",
+                params![run_id, seq as i64, name],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A task starts (or starts again after a transient failure: `attempts` counts them).
+    pub fn task_running(&self, run_id: i64, name: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE tasks SET state = 'running', attempts = attempts + 1,
+               started_at = COALESCE(started_at, ?3), error = NULL
+             WHERE run_id = ?1 AND name = ?2",
+            params![run_id, name, ts(&Utc::now())],
+        )?;
+        Ok(())
+    }
+
+    /// A task failed for a reason that may pass; it runs again after a delay.
+    pub fn task_retrying(&self, run_id: i64, name: &str, error: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE tasks SET state = 'retrying', error = ?3 WHERE run_id = ?1 AND name = ?2",
+            params![run_id, name, error],
+        )?;
+        Ok(())
+    }
+
+    /// A task ended: `state` is succeeded, failed or skipped.
+    pub fn task_ended(
+        &self,
+        run_id: i64,
+        name: &str,
+        state: &str,
+        rows: Option<i64>,
+        detail: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<()> {
+        self.conn().execute(
+            "UPDATE tasks SET state = ?3, ended_at = ?4, rows = ?5, detail = ?6, error = ?7
+             WHERE run_id = ?1 AND name = ?2",
+            params![run_id, name, state, ts(&Utc::now()), rows, detail, error],
+        )?;
+        Ok(())
+    }
+
+    /// Tasks of one run (`Some`) or of every run, in order.
+    pub fn tasks(&self, run_id: Option<i64>) -> Result<Vec<TaskRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {TASK_COLS} FROM tasks WHERE ?1 IS NULL OR run_id = ?1 ORDER BY run_id, seq"
+        ))?;
+        let rows = stmt.query_map([run_id], task_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Tasks left queued, running or retrying by a run that was interrupted: failed.
+    pub fn fail_open_tasks(&self, run_id: i64, error: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE tasks SET state = CASE WHEN state = 'queued' THEN 'skipped' ELSE 'failed' END,
+               ended_at = ?3, error = CASE WHEN state = 'queued' THEN NULL ELSE ?2 END
+             WHERE run_id = ?1 AND state IN ('queued', 'running', 'retrying')",
+            params![run_id, error, ts(&Utc::now())],
+        )?;
+        Ok(())
+    }
+
+    /// Forget runs that ended before `before`, with their tasks and per-file rows (the file
+    /// ledger keeps each file's totals). Returns the runs removed.
+    pub fn prune_runs(&self, before: DateTime<Utc>) -> Result<usize> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let cut = ts(&before);
+        let old = "SELECT run_id FROM runs WHERE status <> 'running' AND ended_at IS NOT NULL AND ended_at < ?1";
+        tx.execute(
+            &format!("DELETE FROM tasks WHERE run_id IN ({old})"),
+            [&cut],
+        )?;
+        tx.execute(
+            &format!("DELETE FROM run_files WHERE run_id IN ({old})"),
+            [&cut],
+        )?;
+        let has_quality: bool = tx
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'quality'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)?;
+        if has_quality {
+            tx.execute(
+                &format!("DELETE FROM quality WHERE run_id IN ({old})"),
+                [&cut],
+            )?;
+        }
+        // A file keeps the id of the last run that touched it, as history.
+        let n = tx.execute(
+            "DELETE FROM runs WHERE status <> 'running' AND ended_at IS NOT NULL AND ended_at < ?1",
+            [&cut],
+        )?;
+        tx.commit()?;
+        Ok(n)
     }
 }
 

@@ -9,9 +9,12 @@ use datafusion::arrow::record_batch::RecordBatch;
 use shoplake_datagen::{GenerateConfig, GenerateReport};
 use shoplake_etl::RunReport;
 use shoplake_etl::ingest::{self, Ingested};
+use shoplake_jobs::{Jobs, Trigger, Work};
+use shoplake_orchestrate::Notifier;
 use shoplake_query::{LakeQuery, SYSTEM_TABLES};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(Debug, clap::Args)]
@@ -85,6 +88,124 @@ pub enum QuarantineAction {
     Replay,
 }
 
+/// `shoplake runs [show ID]`.
+#[derive(Debug, clap::Args)]
+pub struct RunsArgs {
+    #[command(subcommand)]
+    pub action: Option<RunsAction>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum RunsAction {
+    /// The tasks of one run: state, attempts, times, rows, error.
+    Show { run_id: i64 },
+}
+
+/// The task graph over the app's lake, with the configured webhooks.
+pub fn jobs(app: &App) -> Result<Jobs> {
+    let notifier = if app.config.notify.webhooks.is_empty() {
+        None
+    } else {
+        Some(Arc::new(Notifier::from_config(
+            &app.config,
+            &app.state_dir,
+        )?))
+    };
+    Ok(Jobs::new(app.pipeline.clone(), notifier))
+}
+
+fn runs(app: &App, a: RunsArgs) -> Result<ExitCode> {
+    let time = |t: &Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_else(|| "-".into())
+    };
+    match a.action {
+        None => {
+            let runs = app.ledger.runs()?;
+            if runs.is_empty() {
+                println!("no runs yet: `shoplake run` starts one");
+            }
+            println!(
+                "{:>5}  {:<24} {:<24} {:<19} {:>8} {:>6} {:>10} {:>10} {:>11} {:>10}",
+                "run",
+                "kind",
+                "status",
+                "started",
+                "seconds",
+                "files",
+                "rows_in",
+                "loaded",
+                "quarantined",
+                "duplicates"
+            );
+            for r in runs {
+                let secs = r
+                    .ended_at
+                    .map(|e| {
+                        format!(
+                            "{:.1}",
+                            (e - r.started_at).num_milliseconds() as f64 / 1000.0
+                        )
+                    })
+                    .unwrap_or_else(|| "-".into());
+                println!(
+                    "{:>5}  {:<24} {:<24} {:<19} {:>8} {:>6} {:>10} {:>10} {:>11} {:>10}",
+                    r.run_id,
+                    r.kind,
+                    r.status,
+                    time(&Some(r.started_at)),
+                    secs,
+                    r.files,
+                    r.rows_in,
+                    r.loaded,
+                    r.quarantined,
+                    r.duplicates
+                );
+                if let Some(e) = &r.error {
+                    println!("       error: {e}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(RunsAction::Show { run_id }) => {
+            let Some(r) = app.ledger.run(run_id)? else {
+                bail!("there is no run {run_id}; `shoplake runs` lists them");
+            };
+            println!(
+                "run {} ({}): {}, started {}, ended {}",
+                r.run_id,
+                r.kind,
+                r.status,
+                time(&Some(r.started_at)),
+                time(&r.ended_at)
+            );
+            if let Some(e) = &r.error {
+                println!("error: {e}");
+            }
+            println!(
+                "{:<15} {:<10} {:>8} {:<19} {:<19} {:>10}  detail",
+                "task", "state", "attempts", "started", "ended", "rows"
+            );
+            for t in app.ledger.tasks(Some(run_id))? {
+                println!(
+                    "{:<15} {:<10} {:>8} {:<19} {:<19} {:>10}  {}",
+                    t.name,
+                    t.state,
+                    t.attempts,
+                    time(&t.started_at),
+                    time(&t.ended_at),
+                    t.rows.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+                    t.detail.as_deref().unwrap_or("")
+                );
+                if let Some(e) = &t.error {
+                    println!("{:<15} error: {e}", "");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
 pub async fn dispatch(command: Command, g: &GlobalArgs) -> Result<ExitCode> {
     match command {
         Command::Generate(a) => generate(&a, g.quiet).map(|_| ExitCode::SUCCESS),
@@ -98,15 +219,37 @@ pub async fn dispatch(command: Command, g: &GlobalArgs) -> Result<ExitCode> {
         Command::Run => {
             let app = App::open(g)?;
             let bars = Bars::new(g.quiet);
-            let report = app.pipeline.run(&bars).await?;
-            print_report(&report);
-            let marts = crate::marts::after_run(&app, report.run_id).await;
-            Ok(if !report.failed.is_empty() {
-                ExitCode::from(2)
-            } else {
-                marts
-            })
+            let jobs = jobs(&app)?;
+            let out = jobs.run(Trigger::Manual, Work::default(), &bars).await?;
+            if let Some(report) = &out.report {
+                print_report(report);
+            }
+            for r in &out.marts {
+                println!("{}", crate::marts::describe(r));
+            }
+            if let Some(e) = &out.error {
+                bail!(
+                    "run {} failed: {e}\n  every table is as it was before the run; fix the cause and run again (`shoplake runs show {}` has the tasks)",
+                    out.run_id,
+                    out.run_id
+                );
+            }
+            if let Some(e) = &out.marts_error {
+                eprintln!(
+                    "error: refreshing the marts failed: {e}\n  the load is committed; the marts are unchanged. \
+                     `shoplake marts refresh` (or the next run) catches up."
+                );
+                return Ok(ExitCode::from(3));
+            }
+            Ok(
+                if out.report.as_ref().is_some_and(|r| !r.failed.is_empty()) {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::SUCCESS
+                },
+            )
         }
+        Command::Runs(a) => runs(&App::open(g)?, a),
         Command::Serve(a) => crate::serve::serve(App::open(g)?, a).await,
         Command::Users(a) => crate::serve::users(&App::open(g)?, a),
         Command::Sql(a) => sql(&App::open(g)?, a).await,
@@ -639,11 +782,28 @@ async fn demo(a: DemoArgs, g: &GlobalArgs) -> Result<ExitCode> {
     println!("\n== run");
     let started = Instant::now();
     let bars = Bars::new(g.quiet);
-    let report = app.pipeline.run(&bars).await?;
-    print_report(&report);
+    let out = jobs(&app)?
+        .run(Trigger::Manual, Work::default(), &bars)
+        .await?;
+    if let Some(report) = &out.report {
+        print_report(report);
+    }
+    for r in &out.marts {
+        println!("{}", crate::marts::describe(r));
+    }
+    if let Some(e) = &out.error {
+        bail!("the demo run failed: {e}");
+    }
     println!("run took {:.1}s", started.elapsed().as_secs_f64());
-    println!("\n== marts");
-    crate::marts::after_run(&app, report.run_id).await;
+    println!("\n== tasks of run {}", out.run_id);
+    for t in app.ledger.tasks(Some(out.run_id))? {
+        println!(
+            "  {:<15} {:<10} {}",
+            t.name,
+            t.state,
+            t.error.or(t.detail).unwrap_or_default()
+        );
+    }
     headline(&app).await?;
     println!(
         "\nexplore: shoplake --lake {} sql \"SELECT * FROM fact_sales LIMIT 10\"",

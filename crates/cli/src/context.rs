@@ -31,7 +31,7 @@ pub struct App {
     pub config: Config,
     pub lake: Lake,
     pub ledger: Arc<Ledger>,
-    pub pipeline: Pipeline,
+    pub pipeline: Arc<Pipeline>,
     /// The control plane's folder (`<lake>/_control` by default).
     pub state_dir: PathBuf,
 }
@@ -82,7 +82,7 @@ impl App {
             config,
             lake,
             ledger,
-            pipeline,
+            pipeline: Arc::new(pipeline),
             state_dir,
         })
     }

@@ -42,8 +42,10 @@ enum Command {
     },
     /// Infer the schema and mapping of new files and report schema drift.
     Crawl,
-    /// Process every pending file into the star schema.
+    /// Process every pending file into the star schema (then refresh the marts and notify).
     Run,
+    /// List runs, or show the tasks of one (`runs show ID`).
+    Runs(commands::RunsArgs),
     /// Run SQL over the lake (no query: an interactive prompt).
     Sql(commands::SqlArgs),
     /// List the lake's tables and the system tables.

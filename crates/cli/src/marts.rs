@@ -73,7 +73,7 @@ pub async fn after_run(app: &App, run_id: i64) -> ExitCode {
     }
 }
 
-fn describe(r: &MartRefresh) -> String {
+pub fn describe(r: &MartRefresh) -> String {
     let name = r.mart.name();
     let version = r
         .version

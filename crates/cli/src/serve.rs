@@ -151,7 +151,7 @@ async fn run(app: App, config: shoplake_core::ServeConfig) -> Result<ExitCode> {
     let memory_limit = app.config.pipeline.memory_limit_mb * 1024 * 1024;
     let bound = Bound::bind(Parts {
         config,
-        pipeline: Arc::new(app.pipeline),
+        jobs: Arc::new(crate::commands::jobs(&app)?),
         ledger: app.ledger,
         state_dir: app.state_dir,
         memory_limit,

@@ -69,6 +69,8 @@ impl EtlError {
     pub fn is_transient(&self) -> bool {
         match self {
             EtlError::Storage(e) => e.is_transient(),
+            EtlError::Table(e) => e.is_transient(),
+            EtlError::Ledger(e) => e.is_transient(),
             EtlError::Locked { .. } => true,
             _ => false,
         }

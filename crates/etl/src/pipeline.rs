@@ -342,6 +342,19 @@ impl Pipeline {
 
     /// Process every pending file. See the module docs for the guarantees.
     pub async fn run(&self, progress: &dyn Progress) -> Result<RunReport> {
+        let run = self.begin_run("manual", progress).await?;
+        match self.load_pending(&run, progress).await {
+            Ok(report) => Ok(report),
+            Err(e) => {
+                self.ledger.fail_run(run.run_id, &e.to_string())?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Start a run: take the lake's run lock, roll back runs a dead process left open, and
+    /// record the run (`kind` says what started it) with the table versions it starts from.
+    pub async fn begin_run(&self, kind: &str, progress: &dyn Progress) -> Result<RunStart> {
         let problems = quality::problems(&self.config);
         if !problems.is_empty() {
             return Err(EtlError::Input {
@@ -352,40 +365,68 @@ impl Pipeline {
                 ),
             });
         }
-        let _lock = RunLock::acquire(&self.state_dir)?;
+        let lock = RunLock::acquire(&self.state_dir)?;
         let recovered = self.recover(progress).await?;
-        let crawled = self.crawl_pending(progress).await?;
-        let pending = self.ledger.files(&[FileStatus::Crawled])?;
         let versions = self.table_versions().await?;
-        let run_id = self.ledger.start_run("manual", &versions)?;
-        failpoint("after-start");
-        match self.run_inner(run_id, pending, progress).await {
-            Ok(mut report) => {
-                report.recovered = recovered;
-                for c in crawled {
-                    if let Err(error) = c.result {
-                        report.failed.push(FileSummary {
-                            file_id: c.file_id,
-                            source: c.source,
-                            name: c.name,
-                            entity: String::new(),
-                            outcome: FileOutcome {
-                                file_id: c.file_id,
-                                ..Default::default()
-                            },
-                            error: Some(error),
-                        });
-                    }
-                }
-                Ok(report)
-            }
+        let run_id = self.ledger.start_run(kind, &versions)?;
+        Ok(RunStart {
+            run_id,
+            recovered,
+            versions,
+            _lock: lock,
+        })
+    }
+
+    /// Crawl and load every pending file in `run` (see [`Pipeline::load_crawled`]).
+    pub async fn load_pending(&self, run: &RunStart, progress: &dyn Progress) -> Result<RunReport> {
+        let crawled = match self.crawl_pending(progress).await {
+            Ok(c) => c,
             Err(e) => {
-                tracing::error!(run_id, error = %e, "run failed; rolling back");
-                self.rollback(run_id, &versions).await?;
-                self.ledger.fail_run(run_id, &e.to_string())?;
-                Err(e)
+                self.rollback(run.run_id, &run.versions).await?;
+                return Err(e);
             }
+        };
+        self.load_crawled(run, crawled, progress).await
+    }
+
+    /// Load every crawled file in `run`; `crawled` holds this run's crawl results (its files
+    /// that failed to crawl are reported as failed). On an error every table is restored to
+    /// the version the run began from and the run stays open: the caller tries again (the
+    /// error is [`EtlError::is_transient`]) or marks it failed with [`Ledger::fail_run`].
+    pub async fn load_crawled(
+        &self,
+        run: &RunStart,
+        crawled: Vec<Crawled>,
+        progress: &dyn Progress,
+    ) -> Result<RunReport> {
+        failpoint("after-start");
+        let result = async {
+            let pending = self.ledger.files(&[FileStatus::Crawled])?;
+            let mut report = self.run_inner(run.run_id, pending, progress).await?;
+            report.recovered = run.recovered.clone();
+            for c in crawled {
+                if let Err(error) = c.result {
+                    report.failed.push(FileSummary {
+                        file_id: c.file_id,
+                        source: c.source,
+                        name: c.name,
+                        entity: String::new(),
+                        outcome: FileOutcome {
+                            file_id: c.file_id,
+                            ..Default::default()
+                        },
+                        error: Some(error),
+                    });
+                }
+            }
+            Ok(report)
         }
+        .await;
+        if let Err(e) = &result {
+            tracing::error!(run_id = run.run_id, error = %e, "run failed; rolling back");
+            self.rollback(run.run_id, &run.versions).await?;
+        }
+        result
     }
 
     async fn table_versions(&self) -> Result<BTreeMap<String, i64>> {
@@ -407,7 +448,9 @@ impl Pipeline {
                 run.run_id
             ));
             self.rollback(run.run_id, &run.table_versions).await?;
-            self.ledger.fail_run(run.run_id, "interrupted: the process stopped before the run finished; its changes were rolled back")?;
+            let why = "interrupted: the process stopped before the run finished; its changes were rolled back";
+            self.ledger.fail_run(run.run_id, why)?;
+            self.ledger.fail_open_tasks(run.run_id, why)?;
             out.push(run.run_id);
         }
         Ok(out)
@@ -1830,6 +1873,15 @@ fn failpoint(name: &str) {
         eprintln!("failpoint {name}: aborting");
         std::process::abort();
     }
+}
+
+/// A run that has begun (see [`Pipeline::begin_run`]); it holds the lake's run lock until dropped.
+pub struct RunStart {
+    pub run_id: i64,
+    /// Runs found interrupted and rolled back before this one.
+    pub recovered: Vec<i64>,
+    versions: BTreeMap<String, i64>,
+    _lock: RunLock,
 }
 
 /// One run at a time per lake: a lock file holding the owner's pid. A lock left by a process

@@ -1,6 +1,6 @@
 //! Query: one DataFusion [`SessionContext`] over the lake. Every Delta table under `processed/`
 //! and `marts/` is registered by name, the quarantine as `quarantine`, and the control plane as
-//! system tables (`files`, `file_reasons`, `runs`, `run_files`, `quality`, `catalog`), so the figures of
+//! system tables (`files`, `file_reasons`, `runs`, `tasks`, `run_files`, `quality`, `catalog`), so the figures of
 //! every load are answerable with SQL. Any table can be read as of an older version.
 //!
 //! ```no_run
@@ -57,7 +57,7 @@ impl From<shoplake_tables::TableError> for QueryError {
 }
 
 /// The system tables and what they hold.
-pub const SYSTEM_TABLES: [(&str, &str); 6] = [
+pub const SYSTEM_TABLES: [(&str, &str); 7] = [
     (
         "files",
         "the file ledger: every file, its status and row counts",
@@ -65,6 +65,10 @@ pub const SYSTEM_TABLES: [(&str, &str); 6] = [
     ("file_reasons", "quarantined rows per file and reason"),
     ("runs", "every run with its totals"),
     ("run_files", "per-file outcome of every run"),
+    (
+        "tasks",
+        "the tasks of every run: state, attempts, times, rows, error",
+    ),
     (
         "quality",
         "data-quality expectations checked on every file of every run",
@@ -344,6 +348,46 @@ impl LakeQuery {
             ),
         ])?;
         self.register_batch("run_files", batch)?;
+
+        let tasks = ledger.tasks(None)?;
+        let ts = |t: &Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.timestamp_micros());
+        let batch = batch_of(&[
+            (
+                "run_id",
+                Col::I(tasks.iter().map(|t| Some(t.run_id)).collect()),
+            ),
+            ("seq", Col::I(tasks.iter().map(|t| Some(t.seq)).collect())),
+            (
+                "task",
+                Col::S(tasks.iter().map(|t| Some(t.name.clone())).collect()),
+            ),
+            (
+                "state",
+                Col::S(tasks.iter().map(|t| Some(t.state.clone())).collect()),
+            ),
+            (
+                "started_at",
+                Col::T(tasks.iter().map(|t| ts(&t.started_at)).collect()),
+            ),
+            (
+                "ended_at",
+                Col::T(tasks.iter().map(|t| ts(&t.ended_at)).collect()),
+            ),
+            (
+                "attempts",
+                Col::I(tasks.iter().map(|t| Some(t.attempts)).collect()),
+            ),
+            ("rows", Col::I(tasks.iter().map(|t| t.rows).collect())),
+            (
+                "detail",
+                Col::S(tasks.iter().map(|t| t.detail.clone()).collect()),
+            ),
+            (
+                "error",
+                Col::S(tasks.iter().map(|t| t.error.clone()).collect()),
+            ),
+        ])?;
+        self.register_batch("tasks", batch)?;
 
         let q = ledger.quality_results()?;
         let batch = batch_of(&[

@@ -1162,7 +1162,7 @@ async fn start_run(
             ));
         }
         let mut slot = app.run.lock().await;
-        if slot.as_ref().is_some_and(|r| !r.finished()) {
+        if slot.as_ref().is_some_and(|r| !r.finished()) || app.run_gate.try_lock().is_err() {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "a run is already in progress; GET /api/v1/runs shows it",
@@ -1173,7 +1173,12 @@ async fn start_run(
         let client = caller.client;
         let task = AbortOnDrop::spawn(async move {
             let started = Instant::now();
-            let result = app2.pipeline.run(&shoplake_etl::pipeline::Quiet).await;
+            let result = crate::triggers::run_job(
+                &app2,
+                shoplake_jobs::Trigger::Api(user.name.clone()),
+                shoplake_jobs::Work::default(),
+            )
+            .await;
             let mut e = AuditEntry {
                 user: Some(user.name.clone()),
                 role: Some(user.role),
@@ -1185,30 +1190,24 @@ async fn start_run(
                 ..AuditEntry::default()
             };
             match &result {
-                Ok(report) => {
-                    let t = report.totals();
-                    app2.metrics.run_finished(
-                        report.failed.is_empty(),
-                        t.loaded as u64,
-                        t.quarantined_total() as u64,
-                        t.duplicates as u64,
-                        started.elapsed(),
-                    );
-                    e.detail = format!("run {}", report.run_id);
-                    e.rows = Some(t.loaded);
-                    if !report.failed.is_empty() {
+                Ok(out) => {
+                    e.detail = format!("run {}", out.run_id);
+                    e.rows = out.report.as_ref().map(|r| r.totals().loaded);
+                    if !out.succeeded() {
                         e.outcome = "error";
-                        e.error = Some(format!("{} file(s) failed", report.failed.len()));
+                        e.error = Some(
+                            out.error
+                                .clone()
+                                .unwrap_or_else(|| "some files or tasks failed".into()),
+                        );
                     }
                 }
                 Err(err) => {
                     tracing::error!("run started over HTTP by {} failed: {err}", user.name);
-                    app2.metrics.run_finished(false, 0, 0, 0, started.elapsed());
                     e.outcome = "error";
                     e.error = Some(err.to_string());
                 }
             }
-            app2.sessions.invalidate().await;
             audit(&app2, e).await;
         });
         *slot = Some(RunHandle { task });

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod pg;
 pub mod sessions;
 pub mod tls;
+pub mod triggers;
 pub mod users;
 
 pub use sessions::Sessions;
@@ -89,8 +90,12 @@ pub struct App {
     pub metrics: Arc<metrics::Metrics>,
     /// Where uploads are staged before they are ingested (inside the state directory).
     pub upload_dir: PathBuf,
+    /// Runs the pipeline's task graph (every trigger goes through it).
+    pub jobs: Arc<shoplake_jobs::Jobs>,
     /// The run triggered over HTTP, if one is going.
     pub run: tokio::sync::Mutex<Option<http::RunHandle>>,
+    /// Held by the run in progress in this process, whatever started it: one at a time.
+    pub run_gate: tokio::sync::Mutex<()>,
     /// Flips to true on shutdown.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -136,7 +141,7 @@ pub struct Bound {
 /// The parts `bind` needs from the composition root.
 pub struct Parts {
     pub config: ServeConfig,
-    pub pipeline: Arc<Pipeline>,
+    pub jobs: Arc<shoplake_jobs::Jobs>,
     pub ledger: Arc<Ledger>,
     pub state_dir: PathBuf,
     pub memory_limit: usize,
@@ -175,7 +180,7 @@ impl Bound {
             &parts.state_dir.join("shoplake.db"),
         )?);
         let sessions = Arc::new(Sessions::new(
-            parts.pipeline.tables().clone(),
+            parts.jobs.pipeline().tables().clone(),
             parts.ledger.clone(),
             control,
             parts.memory_limit,
@@ -195,7 +200,9 @@ impl Bound {
         let (shutdown_tx, shutdown) = watch::channel(false);
         let app = Arc::new(App {
             config: parts.config,
-            pipeline: parts.pipeline,
+            pipeline: parts.jobs.pipeline().clone(),
+            jobs: parts.jobs,
+            run_gate: tokio::sync::Mutex::new(()),
             ledger: parts.ledger,
             sessions,
             metrics: Arc::new(metrics::Metrics::default()),
@@ -242,12 +249,13 @@ impl Bound {
         let grace = Duration::from_secs(app.config.shutdown_grace_secs);
         let http_task = AbortOnDrop::spawn(http::serve(app.clone(), http, tls.clone()));
         let pg_task = AbortOnDrop::spawn(pg::serve(app.clone(), pg, tls));
+        let triggers = triggers::start(&app)?;
         stop.await;
         tracing::info!("shutting down: no new connections; finishing work in progress");
         let _ = shutdown_tx.send(true);
         let run = app.run.lock().await.take();
         let drain = async {
-            let _ = tokio::join!(http_task.wait(), pg_task.wait());
+            let _ = tokio::join!(http_task.wait(), pg_task.wait(), triggers.wait());
             if let Some(run) = run {
                 run.wait().await;
             }

@@ -57,6 +57,53 @@ pub enum TableError {
     },
     #[error("table {0} does not exist yet; run `shoplake run` to build it")]
     Missing(String),
+    /// A storage failure injected for testing (`SHOPLAKE_FAULT_STORAGE`).
+    #[error("table {0}: injected storage error (SHOPLAKE_FAULT_STORAGE)")]
+    Injected(String),
+}
+
+impl TableError {
+    /// Whether another try may succeed: the object store or the file system failed, or another
+    /// writer committed the same version first.
+    pub fn is_transient(&self) -> bool {
+        use deltalake::DeltaTableError as E;
+        match self {
+            TableError::Injected(_) => true,
+            TableError::Delta { source, .. } => matches!(
+                source.as_ref(),
+                E::ObjectStore { .. } | E::Io { .. } | E::VersionAlreadyExists(_)
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// Injected faults, for the tests of retries: `SHOPLAKE_FAULT_STORAGE=N` makes the first `N`
+/// commits of large appends in this process fail with a transient storage error.
+pub mod fault {
+    use super::{Result, TableError, TableId};
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    static LEFT: AtomicI64 = AtomicI64::new(-1);
+
+    pub fn storage(id: &TableId) -> Result<()> {
+        if LEFT.load(Ordering::SeqCst) == -1 {
+            let n = std::env::var("SHOPLAKE_FAULT_STORAGE")
+                .ok()
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or(0);
+            let _ = LEFT.compare_exchange(-1, n.max(0), Ordering::SeqCst, Ordering::SeqCst);
+        }
+        if LEFT
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n > 0).then(|| n - 1)
+            })
+            .is_ok()
+        {
+            return Err(TableError::Injected(id.display()));
+        }
+        Ok(())
+    }
 }
 
 pub type Result<T, E = TableError> = std::result::Result<T, E>;

@@ -253,6 +253,7 @@ impl PartitionedAppend {
             files.push((p.path, p.rows));
         }
 
+        crate::fault::storage(&id)?;
         // A new table is created by the same commit that adds the files.
         let existing = tables.open(&id).await?;
         let is_new = existing.is_none();

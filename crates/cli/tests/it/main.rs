@@ -6,6 +6,7 @@ mod cli;
 mod export;
 mod generated;
 mod marts;
+mod orchestrate;
 mod quality;
 mod recovery;
 mod replay;

@@ -95,6 +95,22 @@ fn a_run_killed_part_way_is_redone_exactly_once() {
             String::from_utf8_lossy(&rerun.stderr)
         );
         assert!(stdout.contains("interrupted"), "{failpoint}: {stdout}");
+        // The killed run is marked failed, and so is the task it died in.
+        let tasks = shoplake(&lake)
+            .args([
+                "sql",
+                "--format",
+                "csv",
+                "SELECT r.status, t.task, t.state FROM runs r JOIN tasks t ON t.run_id = r.run_id \
+                 WHERE r.run_id = 1 AND t.task = 'transform_load'",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&tasks.stdout).trim(),
+            "status,task,state\nfailed,transform_load,failed",
+            "{failpoint}"
+        );
         let got = rt.block_on(content(&lake));
         assert_eq!(
             got, expected,

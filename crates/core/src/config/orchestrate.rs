@@ -43,6 +43,14 @@ pub struct OrchestrateConfig {
     /// Longest wait between two attempts, in milliseconds.
     #[serde(default = "default_retry_max_ms")]
     pub retry_max_ms: u64,
+    /// Runs (with their tasks, per-file rows and quality results) older than this many days
+    /// are pruned after each run. The file ledger keeps every file's totals.
+    #[serde(default = "default_keep_runs_days")]
+    pub keep_runs_days: u32,
+}
+
+fn default_keep_runs_days() -> u32 {
+    90
 }
 
 fn default_timezone() -> String {
@@ -78,6 +86,7 @@ impl Default for OrchestrateConfig {
             retry_attempts: default_retry_attempts(),
             retry_base_ms: default_retry_base_ms(),
             retry_max_ms: default_retry_max_ms(),
+            keep_runs_days: default_keep_runs_days(),
         }
     }
 }
