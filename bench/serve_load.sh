@@ -21,9 +21,13 @@ if ! command -v wrk >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" != 0 ] && SUDO=sudo
   $SUDO apt-get install -y -qq wrk >&2
 fi
-echo "== building shoplake (release)" >&2
-cargo build --release -p shoplake >&2
-BIN=${CARGO_TARGET_DIR:-target}/release/shoplake
+# PROFILE=release (default), quick (optimised, no LTO) or dev (debug build: figures only
+# show relative cost, not what an optimised build serves).
+PROFILE=${PROFILE:-release}
+echo "== building shoplake ($PROFILE)" >&2
+cargo build --profile "$PROFILE" -p shoplake >&2
+DIR_NAME=$PROFILE; [ "$PROFILE" = dev ] && DIR_NAME=debug
+BIN=${CARGO_TARGET_DIR:-target}/$DIR_NAME/shoplake
 export SHOPLAKE_PII_KEY=bench
 
 if [ ! -d "$DIR/lake/processed" ]; then
