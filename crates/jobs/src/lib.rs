@@ -16,7 +16,7 @@ use shoplake_etl::pipeline::{Crawled, Progress, RunReport, RunStart};
 use shoplake_etl::{EtlError, Pipeline};
 use shoplake_marts::report::{self, Period};
 use shoplake_marts::{Marts, RefreshMode, YearMonth};
-use shoplake_orchestrate::{Event, Notifier, RetryPolicy};
+use shoplake_orchestrate::{Event, Notifier, RetryPolicy, Transience};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -157,7 +157,6 @@ impl Jobs {
                 None,
             )?;
         } else {
-            ledger.task_running(run_id, "discover")?;
             let lake = p.lake().clone();
             match self
                 .with_retry(Some(run_id), "discover", || {
@@ -186,7 +185,6 @@ impl Jobs {
         }
 
         // crawl
-        ledger.task_running(run_id, "crawl")?;
         let crawled: Vec<Crawled> = match self
             .with_retry(Some(run_id), "crawl", || p.crawl_pending(progress))
             .await
@@ -232,7 +230,6 @@ impl Jobs {
         }
 
         // transform_load
-        ledger.task_running(run_id, "transform_load")?;
         let report = match self
             .with_retry(Some(run_id), "transform_load", || {
                 p.load_crawled(&start, crawled.clone(), progress)
@@ -288,7 +285,6 @@ impl Jobs {
                 None,
             )?;
         } else {
-            ledger.task_running(run_id, "refresh_marts")?;
             let marts = Marts::new(
                 p.tables().clone(),
                 &config.marts,
@@ -528,7 +524,8 @@ impl Jobs {
         Ok(out)
     }
 
-    /// Retry `op` while it fails transiently, recording the task as retrying in between.
+    /// Retry `op` while it fails transiently ([`shoplake_orchestrate::retry`]), recording each
+    /// attempt of the task as running and each transient failure as retrying.
     async fn with_retry<T, E, F, Fut>(
         &self,
         run_id: Option<i64>,
@@ -540,34 +537,30 @@ impl Jobs {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let mut attempt = 1;
-        loop {
-            match op().await {
-                Ok(v) => return Ok(v),
-                Err(e) if e.transient() && attempt < self.retry.max_attempts => {
-                    let delay = self.retry.delay(attempt - 1);
-                    tracing::warn!(
-                        task,
-                        attempt,
-                        delay_ms = delay.as_millis() as u64,
-                        error = %e,
-                        "transient failure; retrying"
-                    );
-                    if let Some(run_id) = run_id {
-                        let _ = self
-                            .pipeline
-                            .ledger()
-                            .task_retrying(run_id, task, &e.to_string());
-                    }
-                    tokio::time::sleep(delay).await;
-                    if let Some(run_id) = run_id {
-                        let _ = self.pipeline.ledger().task_running(run_id, task);
-                    }
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
+        let ledger = self.pipeline.ledger();
+        let classify = |e: &E| {
+            if e.transient() {
+                Transience::Transient
+            } else {
+                Transience::Permanent
             }
-        }
+        };
+        shoplake_orchestrate::retry(&self.retry, task, classify, || {
+            let attempt = op();
+            async move {
+                if let Some(run_id) = run_id {
+                    let _ = ledger.task_running(run_id, task);
+                }
+                let result = attempt.await;
+                if let (Some(run_id), Err(e)) = (run_id, &result)
+                    && e.transient()
+                {
+                    let _ = ledger.task_retrying(run_id, task, &e.to_string());
+                }
+                result
+            }
+        })
+        .await
     }
 
     /// Forget runs past the retention (`orchestrate.keep_runs_days`).
