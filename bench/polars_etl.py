@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from datetime import datetime, timezone
@@ -388,13 +389,12 @@ def read_reference(data_dir: Path) -> dict:
 # The ETL
 # --------------------------------------------------------------------------------------------
 
-def staged_frame(files, fx):
-    """Every sales record, validated: its quarantine reason (null = valid), the raw text of a
-    quarantined record (for quarantine.parquet) and the parsed, normalised values (used for the
-    valid ones only)."""
+def staged_frame(rank: int, path: Path, fmt: str, fx):
+    """Every record of one sales file, validated: its quarantine reason (null = valid), the raw
+    text of a quarantined record (for quarantine.parquet), the parsed, normalised values (used
+    for the valid ones only) and the hash of a valid record's dedupe key."""
     c = pl.col
-    lf = pl.concat([read_file(i, path, fmt) for i, (_, _, path, fmt) in enumerate(files)],
-                   how="vertical")
+    lf = read_file(rank, path, fmt)
     lf = lf.with_columns(
         clean_key(c("sales_date")).alias("d_txt"),
         clean_key(c("customer_id")).alias("cust"),
@@ -462,7 +462,10 @@ def staged_frame(files, fx):
         # a region written messily that normalises to a canonical one (the manifest counts them)
         (c("region").is_not_null() & ~c("region").is_in(REGIONS) & c("region_n").is_in(REGIONS))
         .fill_null(False).alias("messy_region"),
-    )
+    ).with_columns(dedupe_key().alias("dkey")).with_columns(
+        # A valid row's dedupe key, as a 64-bit hash: what the dedupe step holds in memory.
+        only(c("reason").is_null(), c("dkey").hash(seed=0)).alias("dkey_hash")
+    ).drop("dkey")
 
 
 def dedupe_key():
@@ -488,7 +491,7 @@ def quarantine_frame(staged, files_df):
     message re-parses the few quarantined rows rather than keeping parse details for every row."""
     c = pl.col
     q = {f: c(f"raw_{f}") for f in FIELDS}
-    lf = (staged.lazy().filter(c("reason").is_not_null())
+    lf = (staged.filter(c("reason").is_not_null()).sort("file_rank", "line")
           .join(files_df.lazy(), on="file_rank", how="left", maintain_order="left")
           .with_columns(clean_key(q["sales_date"]).alias("q_date_key")))
     lf = add_scaled(add_number(lf, "raw_quantity", "q_t"), "q_t", "q_v", 2)
@@ -523,13 +526,14 @@ def quarantine_frame(staged, files_df):
                      *[q[f].alias(f) for f in FIELDS])
 
 
-def fact_frame(staged, files_df, ref):
+def fact_frame(staged, dups, files_df, ref):
     """The loaded rows, enriched, in fact_sales' columns (region, year, month last)."""
     c = pl.col
     loaded_at = datetime.now(timezone.utc)
     usd = round_scaled(c("amt").cast(pl.Int128) * c("rate").cast(pl.Int128), 8)
     return (
-        staged.lazy().filter(c("reason").is_null() & ~c("duplicate"))
+        staged.filter(c("reason").is_null())
+        .join(dups.lazy(), on=["file_rank", "line"], how="anti")
         .join(files_df.lazy(), on="file_rank", how="left", maintain_order="left")
         .join(ref["product_names"].lazy(), on="name_key", how="left", maintain_order="left")
         .with_columns(pl.coalesce(c("pid"), c("named_product_id"), pl.lit("name:") + c("name_key"))
@@ -579,7 +583,24 @@ def fact_frame(staged, files_df, ref):
     )
 
 
-def run_etl(data_dir: Path, out_dir: Path, steps: dict):
+def duplicates(staged):
+    """The duplicate rows (file_rank, line): every valid row whose dedupe key an earlier row (in
+    file order, then line order) has; the first occurrence loads. Exact, in little memory (8
+    bytes a row, sorted): only the rows whose key hash another row shares are candidates, and
+    their full keys decide."""
+    c = pl.col
+    hashes = (staged.select("dkey_hash").filter(c("dkey_hash").is_not_null())
+              .collect(engine="streaming").to_series().sort())
+    shared = hashes.filter(hashes == hashes.shift(1)).unique()
+    del hashes
+    row = ["file_rank", "line"]
+    candidates = (staged.filter(c("dkey_hash").is_in(shared.implode()))
+                  .select(*row, dedupe_key().alias("dkey"))
+                  .collect(engine="streaming").sort(row))
+    return candidates.filter(~c("dkey").is_first_distinct()).select(row)
+
+
+def run_etl(data_dir: Path, out_dir: Path, temp_dir: Path, steps: dict):
     def timed(name, fn):
         t = time.perf_counter()
         out = fn()
@@ -595,32 +616,42 @@ def run_etl(data_dir: Path, out_dir: Path, steps: dict):
         schema={"file_rank": pl.Int32, "source": pl.String, "file": pl.String,
                 "default_channel": pl.String})
     ref = timed("reference", lambda: read_reference(data_dir))
-    staged = timed("read_validate",
-                   lambda: staged_frame(files, ref["fx"]).collect(engine="streaming"))
-    # The first occurrence (in file order, then line order: staged is in that order) of each
-    # key loads; the others are duplicates.
-    staged = timed("dedupe", lambda: staged.with_columns(
-        (pl.col("reason").is_null()
-         & ~only(pl.col("reason").is_null(), dedupe_key()).is_first_distinct())
-        .alias("duplicate")))
+    # Every record, validated, streamed to temporary files, one per sales file (the streaming
+    # engine holds more memory the more sources one query has): memory does not grow with the
+    # input. The steps after it read them back.
+    staged_dir = temp_dir / "staged"
+    shutil.rmtree(staged_dir, ignore_errors=True)
+    staged_dir.mkdir(parents=True)
+
+    def read_validate():
+        for i, (_, _, path, fmt) in enumerate(files):
+            staged_frame(i, path, fmt, ref["fx"]).sink_parquet(
+                staged_dir / f"{i:06d}.parquet", compression="lz4", row_group_size=32768,
+                engine="streaming")
+
+    timed("read_validate", read_validate)
+    staged = pl.scan_parquet(staged_dir / "*.parquet")
+    dups = timed("dedupe", lambda: duplicates(staged))
     timed("write_quarantine", lambda: quarantine_frame(staged, files_df).sink_parquet(
         out_dir / "quarantine.parquet", compression="zstd", compression_level=3,
         engine="streaming"))
-    timed("write_fact_sales", lambda: fact_frame(staged, files_df, ref).sink_parquet(
+    # Small row groups (in the staged files too): the partitioned sink holds one row group of
+    # every open partition in memory, and the scan reads whole row groups ahead.
+    timed("write_fact_sales", lambda: fact_frame(staged, dups, files_df, ref).sink_parquet(
         pl.PartitionBy(out_dir / "fact_sales", key=["region", "year", "month"],
                        include_key=False),
-        compression="zstd", compression_level=3, mkdir=True, maintain_order=False,
-        engine="streaming"))
-    return files, staged
+        compression="zstd", compression_level=3, row_group_size=16384, mkdir=True,
+        maintain_order=False, engine="streaming"))
+    return files, staged, dups
 
 
-def collect_counts(staged, out_dir: Path, files) -> dict:
+def collect_counts(staged, dups, out_dir: Path, files) -> dict:
     """Counts of the run, overall and per file; the loaded-row counts are read back from the
     written fact_sales, so they also check the output."""
     c = pl.col
     per_file = new_per_file(files)
     rel_by_rank = {i: rel for i, (_, rel, _, _) in enumerate(files)}
-    by_reason = staged.group_by("file_rank", "reason").len().rows()
+    by_reason = staged.group_by("file_rank", "reason").len().collect(engine="streaming").rows()
     for rank, reason, n in by_reason:
         f = per_file[rel_by_rank[rank]]
         f["rows_in"] += n
@@ -628,7 +659,7 @@ def collect_counts(staged, out_dir: Path, files) -> dict:
             f["quarantined"][reason] = n
         else:
             f["loaded"] += n
-    for rank, n in staged.filter(c("duplicate")).group_by("file_rank").len().rows():
+    for rank, n in dups.group_by("file_rank").len().rows():
         per_file[rel_by_rank[rank]]["duplicates"] = n
         per_file[rel_by_rank[rank]]["loaded"] -= n
 
@@ -640,7 +671,9 @@ def collect_counts(staged, out_dir: Path, files) -> dict:
         c("product_id").filter(c("product_inferred")).n_unique(),
         c("amount_usd").sum(),
     ).collect().row(0)
-    messy = staged.filter(c("reason").is_null() & ~c("duplicate") & c("messy_region")).height
+    messy = (staged.filter(c("reason").is_null() & c("messy_region"))
+             .join(dups.lazy(), on=["file_rank", "line"], how="anti").select(pl.len())
+             .collect(engine="streaming").item())
     q_rows = pl.scan_parquet(out_dir / "quarantine.parquet").select(pl.len()).collect().item()
     return {
         "rows_in": sum(f["rows_in"] for f in per_file.values()),
@@ -669,6 +702,9 @@ def main(argv=None) -> int:
     ap.add_argument("out_dir", type=Path)
     ap.add_argument("--threads", type=int, default=2,
                     help="Polars threads (POLARS_MAX_THREADS, default 2)")
+    ap.add_argument("--temp-dir", type=Path, default=None,
+                    help="where the validated rows are staged (default OUT_DIR/polars_tmp, "
+                         "removed afterwards)")
     ap.add_argument("--no-check", action="store_true",
                     help="do not compare with DATA_DIR/manifest.json")
     args = ap.parse_args(argv)
@@ -682,18 +718,26 @@ def main(argv=None) -> int:
         return 2
     # Only what this script writes is replaced.
     clear_outputs(out_dir)
+    temp_dir = (args.temp_dir or out_dir / "polars_tmp").resolve()
+    own_temp = args.temp_dir is None
+    temp_dir.mkdir(parents=True, exist_ok=True)
 
     started = time.perf_counter()
     steps: dict[str, float] = {}
     try:
-        files, staged = run_etl(data_dir, out_dir, steps)
+        files, staged, dups = run_etl(data_dir, out_dir, temp_dir, steps)
         seconds = time.perf_counter() - started
         t = time.perf_counter()
-        counts = collect_counts(staged, out_dir, files)
+        counts = collect_counts(staged, dups, out_dir, files)
         steps["count_and_check"] = round(time.perf_counter() - t, 3)
     except (pl.exceptions.PolarsError, OSError, RuntimeError) as e:
         sys.stderr.write(f"polars_etl.py failed: {e}\n")
         return 2
+    finally:
+        if own_temp:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+        else:
+            shutil.rmtree(temp_dir / "staged", ignore_errors=True)
 
     problems = []
     if not args.no_check:
