@@ -200,10 +200,10 @@ def compare(counts: dict, manifest: dict, tool: str) -> list[str]:
     return problems
 
 
-def report_mismatch(problems: list[str], manifest_path: Path, tool: str) -> None:
-    """The differences found by compare(), on stderr."""
+def report_mismatch(problems: list[str], manifest_path: Path, whose: str) -> None:
+    """The differences found by compare(), on stderr; whose: "DuckDB's", "Polars'"."""
     sys.stderr.write(
-        f"MISMATCH: {tool}'s counts differ from {manifest_path} "
+        f"MISMATCH: {whose} counts differ from {manifest_path} "
         f"({len(problems)} difference{'s' if len(problems) != 1 else ''}):\n")
     for p in problems:
         sys.stderr.write(f"  - {p}\n")

@@ -640,7 +640,7 @@ def main(argv=None) -> int:
     }
     print(json.dumps(result), flush=True)
     if problems:
-        report_mismatch(problems, manifest_path, "DuckDB")
+        report_mismatch(problems, manifest_path, "DuckDB's")
         return 1
     return 0
 

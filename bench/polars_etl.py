@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Polars counterpart of shoplake's sales ETL, for benchmarks.
 
-    python3 bench/polars_etl.py DATA_DIR OUT_DIR [--threads 2] [--no-check]
+    python3 bench/polars_etl.py DATA_DIR OUT_DIR [--threads 2] [--temp-dir DIR] [--no-check]
 
 The same work as bench/duckdb_etl.py, with the same rules, in Polars expressions (lazy frames,
 the streaming engine): read every sales file of DATA_DIR (a folder written by `shoplake
 generate`) with all columns as text -> validate (first failing check wins, the same reason
-codes) -> de-duplicate the valid rows (first occurrence in file order wins) -> resolve products
+codes; staged to temporary Parquet files, one per sales file) -> de-duplicate the valid rows (first occurrence in file order wins) -> resolve products
 by name, normalise region/status/channel, fill amounts, convert to USD with exact decimals
 (scaled integers, rounded half away from zero), enrich -> write OUT_DIR/quarantine.parquet and
 OUT_DIR/fact_sales/region=../year=../month=../*.parquet (zstd).
@@ -765,7 +765,7 @@ def main(argv=None) -> int:
     }
     print(json.dumps(result), flush=True)
     if problems:
-        report_mismatch(problems, manifest_path, "Polars")
+        report_mismatch(problems, manifest_path, "Polars'")
         return 1
     return 0
 
