@@ -21,15 +21,16 @@ when they do not, 2 on a usage or runtime error. See bench/README.md.
 from __future__ import annotations
 
 import argparse
-import csv
-import gzip
-import io
 import json
-import os
 import shutil
 import sys
 import time
 from pathlib import Path
+
+from _common import (ALIASES, CURRENCIES, FIELDS, NULL_MARKERS, REGIONS, STATUSES,
+                     canonical_columns, check_dirs, clear_outputs, compare, csv_header,
+                     default_channel, new_per_file, quarantined_total, report_mismatch,
+                     sales_files)
 
 try:
     import duckdb
@@ -45,66 +46,8 @@ if tuple(int(p) for p in duckdb.__version__.split(".")[:2] if p.isdigit()) < (1,
 
 
 # --------------------------------------------------------------------------------------------
-# Sources and files
+# SQL text and the files
 # --------------------------------------------------------------------------------------------
-
-# Sales sources in processing order, as in the generator's reference pipeline
-# (crates/datagen/tests/it/main.rs): every store_sales file in name order, then every ecommerce
-# file in name order. (shoplake's ledger orders by full path, which puts ecommerce first; the two
-# sources' transaction ids never collide, S... vs E..., so the outcome is the same.)
-SOURCES = ["store_sales", "ecommerce"]
-
-# The fields the sales transform reads (crates/etl/src/sales.rs FIELDS), and the source column
-# names the crawler maps onto them for the generated files.
-FIELDS = [
-    "transaction_id", "line_number", "sales_date", "customer_id", "product_id", "product_name",
-    "store_id", "sales_person_id", "quantity", "unit_price", "amount", "currency", "region",
-    "status", "channel", "campaign_id", "payment_method",
-]
-ALIASES = {
-    "order_id": "transaction_id",
-    "order_date": "sales_date",
-    "price": "unit_price",
-    "total_amount": "amount",
-}
-
-
-# Extensions shoplake reads (Format::from_file_name), by the reader DuckDB needs.
-def file_format(name: str) -> str | None:
-    lower = name.lower()
-    base = lower[:-3] if lower.endswith(".gz") else lower
-    ext = base.rsplit(".", 1)[-1] if "." in base else ""
-    if ext in ("csv", "tsv", "txt", "psv"):
-        return "csv"
-    if ext == "json":
-        return "json"
-    if ext in ("ndjson", "jsonl"):
-        return "ndjson"
-    return None
-
-
-def sales_files(data_dir: Path) -> list[tuple[str, str, Path, str]]:
-    """(source, relative path, absolute path, format) of every sales file, in processing order."""
-    out = []
-    for source in SOURCES:
-        folder = data_dir / source
-        if not folder.is_dir():
-            continue
-        names = sorted(
-            n for n in os.listdir(folder)
-            if not n.startswith(".") and (folder / n).is_file() and file_format(n)
-        )
-        for n in names:
-            out.append((source, f"{source}/{n}", folder / n, file_format(n)))
-    return out
-
-
-def csv_header(path: Path) -> list[str]:
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8", newline="") as f:
-        line = f.readline()
-    return next(csv.reader(io.StringIO(line)), [])
-
 
 def sql_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
@@ -117,28 +60,8 @@ def bars(items) -> str:
     return sql_str("|" + "|".join(items) + "|")
 
 
-def canonical_columns(source_columns: list[str]) -> dict[str, str]:
-    """canonical field -> source column (a canonical name wins over an alias)."""
-    out: dict[str, str] = {}
-    for c in source_columns:
-        key = c.strip().lower()
-        if key in FIELDS:
-            out[key] = c
-    for c in source_columns:
-        key = ALIASES.get(c.strip().lower())
-        if key and key not in out:
-            out[key] = c
-    return out
-
-
 def ident(c: str) -> str:
     return '"' + c.replace('"', '""') + '"'
-
-
-def default_channel(source: str) -> str:
-    """Pipeline::default_channel: a source with an online-sounding name sells online."""
-    online = ("ecom", "online", "web", "shop", "order", "app")
-    return "ecommerce" if any(w in source for w in online) else "store"
 
 
 def file_select(rank: int, path: Path, fmt: str) -> str:
@@ -191,15 +114,6 @@ def file_select(rank: int, path: Path, fmt: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 WS = "' ' || chr(9) || chr(10) || chr(11) || chr(12) || chr(13)"
-NULL_MARKERS = ["", "-", "null", "na", "n/a", "nan", "none", "nil", "#n/a"]
-CURRENCIES = [
-    "USD", "EUR", "GBP", "JPY", "CNY", "INR", "CAD", "AUD", "NZD", "CHF", "SEK", "NOK", "DKK",
-    "PLN", "CZK", "HUF", "RON", "BGN", "TRY", "RUB", "BRL", "MXN", "ARS", "CLP", "COP", "PEN",
-    "ZAR", "NGN", "EGP", "KES", "MAD", "AED", "SAR", "QAR", "ILS", "SGD", "HKD", "TWD", "KRW",
-    "THB", "MYR", "IDR", "PHP", "VND", "PKR", "BDT", "LKR",
-]
-REGIONS = ["North", "South", "East", "West", "Central"]
-STATUSES = ["COMPLETED", "REFUNDED", "CANCELLED", "PENDING", "OUT"]
 # parse_decimal's grammar: [ ( ] [+|-] [$ € £ ¥ ₹] digits[,ddd]* [.digits] [ ) ], spaces between.
 NUMBER_RE = (
     r"^(\s*(\(?)\s*([-+]?)\s*([$€£¥₹]?)\s*([0-9]+(?:,[0-9]{3})*)?(?:\.([0-9]*))?\s*(\)?)\s*)$"
@@ -602,10 +516,7 @@ def run_etl(con, data_dir: Path, out_dir: Path, steps: dict) -> list:
 def collect_counts(con, out_dir: Path, files) -> dict:
     """Counts of the run, overall and per file; the loaded-row counts are read back from the
     written fact_sales, so they also check the output."""
-    per_file: dict[str, dict] = {
-        rel: {"rows_in": 0, "loaded": 0, "duplicates": 0, "quarantined": {}}
-        for _, rel, _, _ in files
-    }
+    per_file = new_per_file(files)
     rel_by_rank = {i: rel for i, (_, rel, _, _) in enumerate(files)}
     for rank, reason, n in con.execute(
             "SELECT file_rank, coalesce(reason, ''), count(*) FROM staged GROUP BY ALL").fetchall():
@@ -632,10 +543,6 @@ def collect_counts(con, out_dir: Path, files) -> dict:
         SELECT count(*) FROM staged s
         ANTI JOIN duplicates d ON d.file_rank = s.file_rank AND d.line = s.line
         WHERE s.messy_region""").fetchone()[0]
-    quarantined: dict[str, int] = {}
-    for f in per_file.values():
-        for k, v in f["quarantined"].items():
-            quarantined[k] = quarantined.get(k, 0) + v
     q_rows = con.execute(
         f"SELECT count(*) FROM read_parquet({sql_str(str(out_dir / 'quarantine.parquet'))})"
     ).fetchone()[0]
@@ -643,7 +550,7 @@ def collect_counts(con, out_dir: Path, files) -> dict:
         "rows_in": sum(f["rows_in"] for f in per_file.values()),
         "loaded": sum(f["loaded"] for f in per_file.values()),
         "duplicates": sum(f["duplicates"] for f in per_file.values()),
-        "quarantined": dict(sorted(quarantined.items())),
+        "quarantined": quarantined_total(per_file),
         "fact_rows_written": row[0],
         "quarantine_rows_written": q_rows,
         "amount_filled": row[1],
@@ -656,53 +563,6 @@ def collect_counts(con, out_dir: Path, files) -> dict:
         "amount_usd_total": str(row[7]),
         "per_file": per_file,
     }
-
-
-def compare(counts: dict, manifest: dict) -> list[str]:
-    """Every difference between the run and the generator's manifest."""
-    problems = []
-    exp = manifest.get("expected", {})
-    for k in ("loaded", "duplicates"):
-        if counts[k] != exp.get(k):
-            problems.append(f"{k}: duckdb {counts[k]}, manifest {exp.get(k)}")
-    reasons = sorted(set(counts["quarantined"]) | set(exp.get("quarantined", {})))
-    for r in reasons:
-        got, want = counts["quarantined"].get(r, 0), exp.get("quarantined", {}).get(r, 0)
-        if got != want:
-            problems.append(f"quarantined[{r}]: duckdb {got}, manifest {want}")
-    for k in ("amount_filled", "outliers", "messy_region", "inferred_customer_rows",
-              "inferred_product_rows", "inferred_customers", "inferred_products"):
-        if k in exp and counts[k] != exp[k]:
-            problems.append(f"{k}: duckdb {counts[k]}, manifest {exp[k]}")
-    if "sales_rows_in" in manifest and counts["rows_in"] != manifest["sales_rows_in"]:
-        problems.append(
-            f"rows read: duckdb {counts['rows_in']}, manifest {manifest['sales_rows_in']}")
-    if counts["fact_rows_written"] != counts["loaded"]:
-        problems.append(
-            f"fact_sales holds {counts['fact_rows_written']} rows, {counts['loaded']} loaded")
-    if counts["quarantine_rows_written"] != sum(counts["quarantined"].values()):
-        problems.append("quarantine.parquet row count differs from the quarantined rows")
-    # Per file: which file a difference comes from.
-    listed = {f["path"]: f for f in manifest.get("files", []) if f.get("expected") is not None}
-    for path, got in counts["per_file"].items():
-        f = listed.get(path)
-        if f is None:
-            problems.append(f"{path}: not in the manifest")
-            continue
-        want = f["expected"]
-        diffs = []
-        if got["rows_in"] != f.get("rows"):
-            diffs.append(f"rows {got['rows_in']} vs {f.get('rows')}")
-        for k in ("loaded", "duplicates"):
-            if got[k] != want.get(k):
-                diffs.append(f"{k} {got[k]} vs {want.get(k)}")
-        if got["quarantined"] != want.get("quarantined", {}):
-            diffs.append(f"quarantined {got['quarantined']} vs {want.get('quarantined', {})}")
-        if diffs:
-            problems.append(f"{path}: " + "; ".join(diffs))
-    for path in sorted(set(listed) - set(counts["per_file"])):
-        problems.append(f"{path}: in the manifest but not read")
-    return problems
 
 
 def main(argv=None) -> int:
@@ -720,17 +580,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     data_dir, out_dir = args.data_dir.resolve(), args.out_dir.resolve()
-    if not data_dir.is_dir():
-        sys.stderr.write(f"{data_dir} is not a folder\n")
+    manifest_path = check_dirs(data_dir, args.no_check)
+    if manifest_path is None:
         return 2
-    manifest_path = data_dir / "manifest.json"
-    if not args.no_check and not manifest_path.is_file():
-        sys.stderr.write(f"{manifest_path} is missing; pass --no-check to run without it\n")
-        return 2
-    out_dir.mkdir(parents=True, exist_ok=True)
     # Only what this script writes is replaced.
-    shutil.rmtree(out_dir / "fact_sales", ignore_errors=True)
-    (out_dir / "quarantine.parquet").unlink(missing_ok=True)
+    clear_outputs(out_dir)
     temp_dir = (args.temp_dir or out_dir / "duckdb_tmp").resolve()
     own_temp = args.temp_dir is None
     temp_dir.mkdir(parents=True, exist_ok=True)
@@ -761,7 +615,7 @@ def main(argv=None) -> int:
 
     problems = []
     if not args.no_check:
-        problems = compare(counts, json.loads(manifest_path.read_text()))
+        problems = compare(counts, json.loads(manifest_path.read_text()), "duckdb")
     result = {
         "tool": "duckdb",
         "duckdb_version": duckdb.__version__,
@@ -786,11 +640,7 @@ def main(argv=None) -> int:
     }
     print(json.dumps(result), flush=True)
     if problems:
-        sys.stderr.write(
-            f"MISMATCH: DuckDB's counts differ from {manifest_path} "
-            f"({len(problems)} difference{'s' if len(problems) != 1 else ''}):\n")
-        for p in problems:
-            sys.stderr.write(f"  - {p}\n")
+        report_mismatch(problems, manifest_path, "DuckDB's")
         return 1
     return 0
 
