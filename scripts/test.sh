@@ -10,6 +10,7 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 bash scripts/deps/chromium.sh
+bash scripts/deps/node.sh
 bash scripts/deps/postgres.sh
 bash scripts/deps/mariadb.sh
 bash scripts/deps/psql.sh

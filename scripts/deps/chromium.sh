@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Headless Chromium for the report tests (they open the HTML reports and read the rendered DOM).
+# Headless Chromium for the report tests (they open the HTML reports and read the rendered DOM)
+# and the dashboard tests (driven by playwright-core, scripts/deps/node.sh).
 # Idempotent: does nothing when a chromium binary is already on the machine.
 set -euo pipefail
 for c in chromium chromium-browser google-chrome; do

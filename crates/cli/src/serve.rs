@@ -134,6 +134,10 @@ pub async fn demo_serve(app: App) -> Result<ExitCode> {
         let token = db.add_user("demo", Role::Admin, &Default::default())?;
         println!("\nadded user demo (admin); token (shown once): {token}");
         println!(
+            "  dashboard: http://{}/ (sign in with the token)",
+            app.config.serve.http
+        );
+        println!(
             "  curl -H 'Authorization: Bearer {token}' http://{}/api/v1/tables",
             app.config.serve.http
         );
@@ -160,6 +164,7 @@ async fn run(app: App, config: shoplake_core::ServeConfig) -> Result<ExitCode> {
     .context("starting the servers")?;
     let scheme = if bound.tls() { "https" } else { "http" };
     println!("serving HTTP on {scheme}://{}", bound.http_addr());
+    println!("dashboard at {scheme}://{}/", bound.http_addr());
     println!(
         "serving PostgreSQL on {} ({})",
         bound.postgres_addr(),

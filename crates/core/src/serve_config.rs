@@ -8,7 +8,7 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServeConfig {
-    /// Address of the HTTP API (and later the dashboard).
+    /// Address of the HTTP API and the dashboard (`/`).
     #[serde(default = "default_http")]
     pub http: SocketAddr,
     /// Address of the PostgreSQL wire endpoint.
@@ -44,6 +44,9 @@ pub struct ServeConfig {
     /// what is still running then is cancelled.
     #[serde(default = "default_shutdown_grace_secs")]
     pub shutdown_grace_secs: u64,
+    /// How often an open dashboard reloads its charts, in seconds (0: only on demand).
+    #[serde(default = "default_dashboard_refresh_secs")]
+    pub dashboard_refresh_secs: u64,
 }
 
 fn default_http() -> SocketAddr {
@@ -70,6 +73,9 @@ fn default_max_connections() -> usize {
 fn default_shutdown_grace_secs() -> u64 {
     30
 }
+fn default_dashboard_refresh_secs() -> u64 {
+    300
+}
 
 impl Default for ServeConfig {
     fn default() -> Self {
@@ -85,6 +91,7 @@ impl Default for ServeConfig {
             client_timeout_secs: default_client_timeout_secs(),
             max_connections: default_max_connections(),
             shutdown_grace_secs: default_shutdown_grace_secs(),
+            dashboard_refresh_secs: default_dashboard_refresh_secs(),
         }
     }
 }

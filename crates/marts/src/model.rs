@@ -208,8 +208,8 @@ const SALES_TEAM_DIMS: &[DimUse] = &[
 ];
 
 /// A sale (see the module docs), as a SQL condition on `fact_sales`.
-pub(crate) const IS_SALE: &str = "status = 'COMPLETED' AND NOT is_outlier";
-pub(crate) const IS_REFUND: &str = "status = 'REFUNDED'";
+pub const IS_SALE: &str = "status = 'COMPLETED' AND NOT is_outlier";
+pub const IS_REFUND: &str = "status = 'REFUNDED'";
 /// One order: its transaction, or the line itself when the source has no transaction ids.
 pub(crate) const ORDER_KEY: &str = "COALESCE(transaction_id, concat('line:', CAST(file_id AS VARCHAR), ':', CAST(source_line AS VARCHAR)))";
 const MONTH_TEXT: &str =

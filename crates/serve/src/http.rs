@@ -44,6 +44,19 @@ impl ApiError {
             message: message.into(),
         }
     }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The audit log's word for how a request with this error ended.
+    pub fn outcome(&self) -> &'static str {
+        match self.status {
+            StatusCode::FORBIDDEN => "denied",
+            StatusCode::GATEWAY_TIMEOUT => "cancelled",
+            _ => "error",
+        }
+    }
 }
 
 impl From<ServeError> for ApiError {
@@ -152,7 +165,7 @@ impl FromRequestParts<Arc<App>> for Caller {
 }
 
 impl Caller {
-    fn require(&self, app: &App, ok: bool, what: &str) -> ApiResult<()> {
+    pub(crate) fn require(&self, app: &App, ok: bool, what: &str) -> ApiResult<()> {
         if ok {
             return Ok(());
         }
@@ -167,7 +180,7 @@ impl Caller {
         ))
     }
 
-    fn entry(&self, action: &str, detail: impl Into<String>) -> AuditEntry {
+    pub(crate) fn entry(&self, action: &str, detail: impl Into<String>) -> AuditEntry {
         AuditEntry {
             user: Some(self.user.name.clone()),
             role: Some(self.user.role),
@@ -195,11 +208,7 @@ pub async fn audit(app: &Arc<App>, entry: AuditEntry) {
 /// Audit the outcome of a handler and pass it on.
 async fn audited<T>(app: &Arc<App>, mut entry: AuditEntry, r: ApiResult<T>) -> ApiResult<T> {
     if let Err(e) = &r {
-        entry.outcome = match e.status {
-            StatusCode::FORBIDDEN => "denied",
-            StatusCode::GATEWAY_TIMEOUT => "cancelled",
-            _ => "error",
-        };
+        entry.outcome = e.outcome();
         entry.error = Some(e.message.clone());
     }
     audit(app, entry).await;
@@ -229,6 +238,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/quarantine", get(quarantine))
         .route("/api/v1/audit", get(audit_log))
         .route("/api/v1/users", get(users))
+        .route("/api/v1/dashboard", get(crate::dashboard::describe))
+        .route("/api/v1/dashboard/{panel}", get(crate::dashboard::panel))
+        .route("/", get(crate::dashboard::index))
+        .route("/assets/{name}", get(crate::dashboard::assets))
         .fallback(not_found)
         .with_state(app)
 }

@@ -13,6 +13,7 @@
 //! ```
 
 pub mod audit_table;
+pub mod dashboard;
 pub mod http;
 pub mod metrics;
 pub mod pg;
@@ -96,6 +97,8 @@ pub struct App {
     pub run: tokio::sync::Mutex<Option<http::RunHandle>>,
     /// Held by the run in progress in this process, whatever started it: one at a time.
     pub run_gate: tokio::sync::Mutex<()>,
+    /// The dashboard's panel results for the current lake generation.
+    pub dashboard: dashboard::Cache,
     /// Flips to true on shutdown.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -208,6 +211,7 @@ impl Bound {
             metrics: Arc::new(metrics::Metrics::default()),
             upload_dir,
             run: tokio::sync::Mutex::new(None),
+            dashboard: dashboard::Cache::default(),
             shutdown,
         });
         Ok(Bound {
@@ -250,6 +254,7 @@ impl Bound {
         let http_task = AbortOnDrop::spawn(http::serve(app.clone(), http, tls.clone()));
         let pg_task = AbortOnDrop::spawn(pg::serve(app.clone(), pg, tls));
         let triggers = triggers::start(&app)?;
+        let _warm = AbortOnDrop::spawn(dashboard::warm_loop(app.clone()));
         stop.await;
         tracing::info!("shutting down: no new connections; finishing work in progress");
         let _ = shutdown_tx.send(true);

@@ -18,12 +18,16 @@ use tokio::sync::Mutex;
 /// Customer columns an analyst sees masked: names and the street address identify a person.
 /// City, state, country and region stay (analysis by place); `email_hash`/`phone_hash` are
 /// already keyed hashes that cannot be read back, kept so analysts can count and join customers.
-pub const ANALYST_MASKED: [(&str, &str); 5] = [
+/// The customer mart copies the name and the address from `dim_customer`, so they are masked
+/// there too.
+pub const ANALYST_MASKED: [(&str, &str); 7] = [
     ("dim_customer", "first_name"),
     ("dim_customer", "last_name"),
     ("dim_customer", "full_name"),
     ("dim_customer", "address"),
     ("dim_customer", "postal_code"),
+    ("mart_customer_monthly", "full_name"),
+    ("mart_customer_monthly", "address"),
 ];
 
 /// A user's session: the restricted SQL context.
@@ -40,6 +44,9 @@ impl UserSession {
 
 struct State {
     version: Option<i64>,
+    /// Bumped each time the cached sessions are dropped: results computed under another
+    /// generation may be stale.
+    generation: u64,
     directory: Arc<Directory>,
     base: Option<Arc<LakeQuery>>,
     sessions: HashMap<String, Arc<UserSession>>,
@@ -84,6 +91,7 @@ impl Sessions {
             memory_limit,
             state: Mutex::new(State {
                 version: None,
+                generation: 0,
                 directory: Arc::new(Directory::default()),
                 base: None,
                 sessions: HashMap::new(),
@@ -104,6 +112,7 @@ impl Sessions {
             state.base = None;
             state.sessions.clear();
             state.version = Some(version);
+            state.generation += 1;
         }
         Ok(state)
     }
@@ -119,7 +128,13 @@ impl Sessions {
         Ok(self.fresh().await?.directory.clone())
     }
 
-    /// The session of `user` (who must still exist with the same role and filter).
+    /// The generation of the lake the sessions show: it changes whenever they are rebuilt
+    /// (after a run, an ingest, a change of users).
+    pub async fn generation(&self) -> Result<u64> {
+        Ok(self.fresh().await?.generation)
+    }
+
+    /// The session of `user` (who must still exist with the same role and filter) for SQL.
     pub async fn session(&self, user: &User) -> Result<Arc<UserSession>> {
         if !user.role.can_query() {
             return Err(ServeError::Forbidden(format!(
@@ -127,6 +142,16 @@ impl Sessions {
                 user.role.as_str()
             )));
         }
+        self.any_session(user).await
+    }
+
+    /// The session the dashboard's fixed queries run in, for every role: a viewer's shows what
+    /// an analyst's does (masked, filtered), but a viewer never gets it for their own SQL.
+    pub async fn dashboard_session(&self, user: &User) -> Result<Arc<UserSession>> {
+        self.any_session(user).await
+    }
+
+    async fn any_session(&self, user: &User) -> Result<Arc<UserSession>> {
         let mut state = self.fresh().await?;
         if let Some(s) = state.sessions.get(&user.name)
             && s.user == *user

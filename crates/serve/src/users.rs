@@ -359,6 +359,11 @@ impl Directory {
         Directory { users }
     }
 
+    /// Every user, by name.
+    pub fn users(&self) -> &[User] {
+        &self.users
+    }
+
     /// The user holding this token. Every stored hash is compared, without an early exit.
     pub fn by_token(&self, token: &str) -> Option<&User> {
         let presented = sha256(token);

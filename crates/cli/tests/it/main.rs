@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod cli;
+mod dashboard;
 mod export;
 mod generated;
 mod marts;

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// A lake with a small generated data set, loaded.
-fn lake(dir: &Path) -> PathBuf {
+pub(crate) fn lake(dir: &Path) -> PathBuf {
     let (data, _) = generate(dir, 3000, 7);
     // Through the binary, as a user would.
     let lake = dir.join("lake");
@@ -28,7 +28,7 @@ fn lake(dir: &Path) -> PathBuf {
     lake
 }
 
-fn add_user(lake: &Path, name: &str, role: &str, filters: &[&str]) -> String {
+pub(crate) fn add_user(lake: &Path, name: &str, role: &str, filters: &[&str]) -> String {
     let mut c = shoplake(lake);
     c.args(["users", "add", name, "--role", role]);
     for f in filters {
@@ -48,15 +48,15 @@ fn add_user(lake: &Path, name: &str, role: &str, filters: &[&str]) -> String {
         .to_string()
 }
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    http: SocketAddr,
+    pub(crate) http: SocketAddr,
     pg: SocketAddr,
     scheme: &'static str,
 }
 
 impl Server {
-    fn start(lake: &Path, extra: &[&str]) -> Server {
+    pub(crate) fn start(lake: &Path, extra: &[&str]) -> Server {
         Self::start_with(shoplake(lake), extra)
     }
 
@@ -104,12 +104,12 @@ impl Server {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}://localhost:{}{path}", self.scheme, self.http.port())
     }
 
     /// (status, body) of a request made with curl.
-    fn curl(
+    pub(crate) fn curl(
         &self,
         method: &str,
         path: &str,
@@ -185,7 +185,7 @@ impl Server {
     }
 
     /// Rows of a JSON SQL result as `a|b|c` lines (values printed as JSON scalars).
-    fn sql_rows(&self, token: &str, sql: &str) -> Vec<String> {
+    pub(crate) fn sql_rows(&self, token: &str, sql: &str) -> Vec<String> {
         let (code, v) = self.sql(token, sql);
         assert_eq!(code, 200, "{sql}: {v}");
         let cols: Vec<String> = v["columns"]
