@@ -492,9 +492,18 @@ async fn run_sql(
             .sql_with_options(&req.sql, read_only())
             .await
             .map_err(sql_error)?;
-        let df = df
-            .limit(0, Some(limit as usize + 1))
-            .map_err(ServeError::from)?;
+        // EXPLAIN must stay the root of its plan, and its few rows need no limit.
+        let explain = matches!(
+            df.logical_plan(),
+            datafusion::logical_expr::LogicalPlan::Explain(_)
+                | datafusion::logical_expr::LogicalPlan::Analyze(_)
+        );
+        let df = if explain {
+            df
+        } else {
+            df.limit(0, Some(limit as usize + 1))
+                .map_err(ServeError::from)?
+        };
         df.execute_stream().await.map_err(sql_error)
     };
     let mut stream = tokio::time::timeout_at(deadline, plan)

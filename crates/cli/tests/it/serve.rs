@@ -657,6 +657,14 @@ fn bad_input_gets_a_clear_error_and_the_server_keeps_serving() {
     let (code, v) = s.sql(&admin, "SELECT nope FROM fact_sales");
     assert_eq!(code, 400);
     assert!(v["error"].as_str().unwrap().contains("nope"), "{v}");
+    // EXPLAIN is a query too (it once failed: the row limit wrapped it, and EXPLAIN must be
+    // the root of its plan).
+    let (code, v) = s.sql(
+        &admin,
+        "EXPLAIN SELECT region, COUNT(*) FROM fact_sales GROUP BY region",
+    );
+    assert_eq!(code, 200, "{v}");
+    assert!(v.to_string().contains("physical_plan"), "{v}");
     // Over the limits: a limit beyond max_rows, and a query longer than the timeout.
     let body = br#"{"sql": "SELECT 1", "limit": 5000}"#;
     let (code, text) = s.curl_with(
