@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import json
 import os
 import shutil
 import sys
@@ -207,3 +208,26 @@ def report_mismatch(problems: list[str], manifest_path: Path, whose: str) -> Non
         f"({len(problems)} difference{'s' if len(problems) != 1 else ''}):\n")
     for p in problems:
         sys.stderr.write(f"  - {p}\n")
+
+
+# The counts every ETL script reports, in the order of its JSON line.
+REPORTED_COUNTS = (
+    "rows_in", "loaded", "duplicates", "quarantined", "amount_filled", "outliers", "messy_region",
+    "inferred_customer_rows", "inferred_product_rows", "inferred_customers", "inferred_products",
+    "amount_usd_total",
+)
+
+
+def finish(tool: str, whose: str, head: dict, counts: dict, tail: dict, manifest_path: Path,
+           no_check: bool) -> int:
+    """Check the counts against the manifest (unless no_check), print the JSON result line
+    (head, the counts, tail, the check) and return the exit code: 0, or 1 on a mismatch."""
+    problems = [] if no_check else compare(counts, json.loads(manifest_path.read_text()), tool)
+    result = {"tool": tool, **head, **{k: counts[k] for k in REPORTED_COUNTS}, **tail,
+              "check": "skipped" if no_check else ("ok" if not problems else "mismatch")}
+    print(json.dumps(result), flush=True)
+    if problems:
+        report_mismatch(problems, manifest_path, whose)
+        return 1
+    return 0
+

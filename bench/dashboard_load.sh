@@ -3,7 +3,7 @@
 #
 #   bench/dashboard_load.sh [ROWS]        default 10,000,000 sales rows
 #
-# Builds shoplake (PROFILE=release by default, or quick), loads ROWS generated rows once into
+# Builds shoplake (PROFILE, BIN_OVERRIDE: see bench/_shoplake.sh), loads ROWS generated rows once into
 # bench/out/dashboard-ROWS (generate, ingest, run with the marts), starts `shoplake serve`, waits
 # for the dashboard cache to warm, and times in Chromium (tests/e2e/page_load.mjs) the sales page
 # with all its charts: the default view, and a region filter the first time (computed) and after
@@ -13,31 +13,20 @@ cd "$(dirname "$0")/.."
 ROWS=${1:-10000000}
 OUT=${BENCH_OUT:-bench/out}
 DIR="$OUT/dashboard-$ROWS"
-PROFILE=${PROFILE:-release}
 mkdir -p "$OUT"
 
 bash scripts/deps/chromium.sh
 bash scripts/deps/node.sh
-echo "== building shoplake ($PROFILE)" >&2
-cargo build --profile "$PROFILE" -p shoplake >&2
-DIR_NAME=$PROFILE; [ "$PROFILE" = dev ] && DIR_NAME=debug
-BIN=${CARGO_TARGET_DIR:-target}/$DIR_NAME/shoplake
+source bench/_shoplake.sh
+shoplake_bin
 export SHOPLAKE_PII_KEY=bench
-
-if [ ! -d "$DIR/lake/marts" ]; then
-  rm -rf "$DIR"
-  echo "== generating and loading $ROWS rows into $DIR/lake" >&2
-  "$BIN" --quiet generate --rows "$ROWS" --out "$DIR/data" >&2
-  "$BIN" --quiet --lake "$DIR/lake" ingest "$DIR/data" >/dev/null
-  "$BIN" --quiet --lake "$DIR/lake" run >/dev/null
-fi
+generated_lake "$DIR" "$ROWS"
 TOKEN=$("$BIN" --lake "$DIR/lake" users token bench_admin 2>/dev/null | grep -o 'slk_[0-9a-f]*' ||
         "$BIN" --lake "$DIR/lake" users add bench_admin --role admin | grep -o 'slk_[0-9a-f]*')
 
 HTTP_PORT=${HTTP_PORT:-18081}
 PG_PORT=${PG_PORT:-15434}
 LOG="$OUT/dashboard-serve.log"
-STARTED=$(date +%s.%N)
 SHOPLAKE_LOG=warn,shoplake_serve=info "$BIN" --lake "$DIR/lake" serve --http "127.0.0.1:$HTTP_PORT" --postgres "127.0.0.1:$PG_PORT" > "$LOG" 2>&1 &
 PID=$!
 trap 'kill -TERM $PID 2>/dev/null; wait $PID 2>/dev/null || true' EXIT

@@ -21,16 +21,14 @@ when they do not, 2 on a usage or runtime error. See bench/README.md.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import time
 from pathlib import Path
 
 from _common import (ALIASES, CURRENCIES, FIELDS, NULL_MARKERS, REGIONS, STATUSES,
-                     canonical_columns, check_dirs, clear_outputs, compare, csv_header,
-                     default_channel, new_per_file, quarantined_total, report_mismatch,
-                     sales_files)
+                     canonical_columns, check_dirs, clear_outputs, csv_header, default_channel,
+                     finish, new_per_file, quarantined_total, sales_files)
 
 try:
     import duckdb
@@ -613,36 +611,17 @@ def main(argv=None) -> int:
         if own_temp:
             shutil.rmtree(temp_dir, ignore_errors=True)
 
-    problems = []
-    if not args.no_check:
-        problems = compare(counts, json.loads(manifest_path.read_text()), "duckdb")
-    result = {
-        "tool": "duckdb",
-        "duckdb_version": duckdb.__version__,
-        "rows_in": counts["rows_in"],
-        "loaded": counts["loaded"],
-        "duplicates": counts["duplicates"],
-        "quarantined": counts["quarantined"],
-        "amount_filled": counts["amount_filled"],
-        "outliers": counts["outliers"],
-        "messy_region": counts["messy_region"],
-        "inferred_customer_rows": counts["inferred_customer_rows"],
-        "inferred_product_rows": counts["inferred_product_rows"],
-        "inferred_customers": counts["inferred_customers"],
-        "inferred_products": counts["inferred_products"],
-        "amount_usd_total": counts["amount_usd_total"],
-        "files": len(files),
-        "threads": args.threads,
-        "memory_limit": args.memory_limit,
-        "seconds": round(seconds, 3),
-        "steps": steps,
-        "check": "skipped" if args.no_check else ("ok" if not problems else "mismatch"),
-    }
-    print(json.dumps(result), flush=True)
-    if problems:
-        report_mismatch(problems, manifest_path, "DuckDB's")
-        return 1
-    return 0
+    return finish(
+        "duckdb", "DuckDB's", {"duckdb_version": duckdb.__version__}, counts,
+        {
+            "files": len(files),
+            "threads": args.threads,
+            "memory_limit": args.memory_limit,
+            "seconds": round(seconds, 3),
+            "steps": steps,
+        },
+        manifest_path, args.no_check,
+    )
 
 
 if __name__ == "__main__":

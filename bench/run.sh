@@ -23,16 +23,8 @@ OUT=${BENCH_OUT:-bench/out}
 DATA="$OUT/data-$ROWS"
 mkdir -p "$OUT"
 
-PROFILE=${PROFILE:-release}   # PROFILE=quick: the same optimisation without LTO, builds faster
-if [ -n "${BIN_OVERRIDE:-}" ]; then
-  BIN=$BIN_OVERRIDE
-  [ -x "$BIN" ] || { echo "BIN_OVERRIDE=$BIN is not an executable file" >&2; exit 2; }
-  echo "== using $BIN (BIN_OVERRIDE: nothing built)" >&2
-else
-  echo "== building shoplake ($PROFILE)" >&2
-  cargo build --profile "$PROFILE" -p shoplake >&2
-  BIN=${CARGO_TARGET_DIR:-target}/$PROFILE/shoplake
-fi
+source bench/_shoplake.sh
+shoplake_bin
 python3 -c "import duckdb" 2>/dev/null || pip install --quiet duckdb >&2
 python3 -c "import polars" 2>/dev/null || pip install --quiet polars >&2
 

@@ -4,7 +4,8 @@
 #
 #   bench/serve_load.sh [ROWS] [SECONDS] [CONNECTIONS]    defaults: 1000000 sales rows, 20 s, 16
 #
-# Builds shoplake in release mode, generates and loads ROWS rows once (bench/out/serve-ROWS),
+# Builds shoplake (PROFILE, BIN_OVERRIDE: see bench/_shoplake.sh), generates and loads ROWS rows
+# once (bench/out/serve-ROWS),
 # adds an analyst (masking and a row-filter-free view path) and an admin, starts the server on
 # free loopback ports and runs wrk for each; prints requests per second and p50/p99 latency.
 set -euo pipefail
@@ -21,22 +22,10 @@ if ! command -v wrk >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" != 0 ] && SUDO=sudo
   $SUDO apt-get install -y -qq wrk >&2
 fi
-# PROFILE=release (default), quick (optimised, no LTO) or dev (debug build: figures only
-# show relative cost, not what an optimised build serves).
-PROFILE=${PROFILE:-release}
-echo "== building shoplake ($PROFILE)" >&2
-cargo build --profile "$PROFILE" -p shoplake >&2
-DIR_NAME=$PROFILE; [ "$PROFILE" = dev ] && DIR_NAME=debug
-BIN=${CARGO_TARGET_DIR:-target}/$DIR_NAME/shoplake
+source bench/_shoplake.sh
+shoplake_bin
 export SHOPLAKE_PII_KEY=bench
-
-if [ ! -d "$DIR/lake/processed" ]; then
-  rm -rf "$DIR"
-  echo "== generating and loading $ROWS rows" >&2
-  "$BIN" --quiet generate --rows "$ROWS" --out "$DIR/data" >&2
-  "$BIN" --quiet --lake "$DIR/lake" ingest "$DIR/data" >/dev/null
-  "$BIN" --quiet --lake "$DIR/lake" run >/dev/null
-fi
+generated_lake "$DIR" "$ROWS"
 token() { "$BIN" --lake "$DIR/lake" users token "$1" 2>/dev/null | grep -o 'slk_[0-9a-f]*' ||
           "$BIN" --lake "$DIR/lake" users add "$1" --role "$2" | grep -o 'slk_[0-9a-f]*'; }
 ADMIN=$(token bench_admin admin)
