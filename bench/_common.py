@@ -210,6 +210,29 @@ def report_mismatch(problems: list[str], manifest_path: Path, whose: str) -> Non
         sys.stderr.write(f"  - {p}\n")
 
 
+def counts_of(per_file: dict[str, dict], totals, quarantine_rows: int, messy_region: int) -> dict:
+    """The counts of a finished ETL: per-file outcomes summed, and `totals` read back from the
+    written fact_sales: (rows, amount_filled, outliers, inferred customer rows, inferred product
+    rows, inferred customers, inferred products, amount_usd total)."""
+    return {
+        "rows_in": sum(f["rows_in"] for f in per_file.values()),
+        "loaded": sum(f["loaded"] for f in per_file.values()),
+        "duplicates": sum(f["duplicates"] for f in per_file.values()),
+        "quarantined": quarantined_total(per_file),
+        "fact_rows_written": totals[0],
+        "quarantine_rows_written": quarantine_rows,
+        "amount_filled": totals[1],
+        "outliers": totals[2],
+        "messy_region": messy_region,
+        "inferred_customer_rows": totals[3],
+        "inferred_product_rows": totals[4],
+        "inferred_customers": totals[5],
+        "inferred_products": totals[6],
+        "amount_usd_total": str(totals[7] if totals[7] is not None else "0.00"),
+        "per_file": per_file,
+    }
+
+
 # The counts every ETL script reports, in the order of its JSON line.
 REPORTED_COUNTS = (
     "rows_in", "loaded", "duplicates", "quarantined", "amount_filled", "outliers", "messy_region",

@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 
 from _common import (ALIASES, CURRENCIES, FIELDS, NULL_MARKERS, REGIONS, STATUSES,
-                     canonical_columns, check_dirs, clear_outputs, csv_header, default_channel,
-                     finish, new_per_file, quarantined_total, sales_files)
+                     canonical_columns, check_dirs, clear_outputs, counts_of, csv_header,
+                     default_channel, finish, new_per_file, sales_files)
 
 try:
     import duckdb
@@ -544,23 +544,7 @@ def collect_counts(con, out_dir: Path, files) -> dict:
     q_rows = con.execute(
         f"SELECT count(*) FROM read_parquet({sql_str(str(out_dir / 'quarantine.parquet'))})"
     ).fetchone()[0]
-    return {
-        "rows_in": sum(f["rows_in"] for f in per_file.values()),
-        "loaded": sum(f["loaded"] for f in per_file.values()),
-        "duplicates": sum(f["duplicates"] for f in per_file.values()),
-        "quarantined": quarantined_total(per_file),
-        "fact_rows_written": row[0],
-        "quarantine_rows_written": q_rows,
-        "amount_filled": row[1],
-        "outliers": row[2],
-        "messy_region": messy,
-        "inferred_customer_rows": row[3],
-        "inferred_product_rows": row[4],
-        "inferred_customers": row[5],
-        "inferred_products": row[6],
-        "amount_usd_total": str(row[7]),
-        "per_file": per_file,
-    }
+    return counts_of(per_file, row, q_rows, messy)
 
 
 def main(argv=None) -> int:

@@ -28,8 +28,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from _common import (ALIASES, CURRENCIES, FIELDS, NULL_MARKERS, REGIONS, STATUSES,
-                     canonical_columns, check_dirs, clear_outputs, csv_header, default_channel,
-                     finish, new_per_file, quarantined_total, sales_files)
+                     canonical_columns, check_dirs, clear_outputs, counts_of, csv_header,
+                     default_channel, finish, new_per_file, sales_files)
 
 # Imported in main(), once POLARS_MAX_THREADS is set: Polars sizes its thread pool on import.
 pl = None
@@ -673,23 +673,7 @@ def collect_counts(staged, dups, out_dir: Path, files) -> dict:
              .join(dups.lazy(), on=["file_rank", "line"], how="anti").select(pl.len())
              .collect(engine="streaming").item())
     q_rows = pl.scan_parquet(out_dir / "quarantine.parquet").select(pl.len()).collect().item()
-    return {
-        "rows_in": sum(f["rows_in"] for f in per_file.values()),
-        "loaded": sum(f["loaded"] for f in per_file.values()),
-        "duplicates": sum(f["duplicates"] for f in per_file.values()),
-        "quarantined": quarantined_total(per_file),
-        "fact_rows_written": row[0],
-        "quarantine_rows_written": q_rows,
-        "amount_filled": row[1],
-        "outliers": row[2],
-        "messy_region": messy,
-        "inferred_customer_rows": row[3],
-        "inferred_product_rows": row[4],
-        "inferred_customers": row[5],
-        "inferred_products": row[6],
-        "amount_usd_total": str(row[7] if row[7] is not None else "0.00"),
-        "per_file": per_file,
-    }
+    return counts_of(per_file, row, q_rows, messy)
 
 
 def main(argv=None) -> int:

@@ -17,7 +17,7 @@ const browser = await chromium.launch({
     '--disable-background-networking', '--disable-component-update', '--disable-sync'],
 });
 
-async function loadOnce(hashAndFilter) {
+async function loadOnce(region) {
   const context = await browser.newContext({ viewport: { width: 1366, height: 900 } });
   await context.addInitScript((t) => localStorage.setItem('shoplake.token', t), TOKEN);
   const page = await context.newPage();
@@ -32,9 +32,9 @@ async function loadOnce(hashAndFilter) {
   await done();
   const first = Date.now() - t0;
   let filtered = null;
-  if (hashAndFilter) {
+  if (region) {
     const t1 = Date.now();
-    await page.selectOption('#filters [name=region]', hashAndFilter);
+    await page.selectOption("#filters [name=region]", region);
     await done();
     filtered = Date.now() - t1;
   }

@@ -395,6 +395,14 @@ impl Filters {
         and(self.place().into_iter().chain(self.dates()))
     }
 
+    /// ` AND {table}store_id = '...'` for a store filter on a mart, or nothing.
+    fn store_in(&self, table: &str) -> String {
+        self.store
+            .as_ref()
+            .map(|s| format!(" AND {table}store_id = {}", lit(s)))
+            .unwrap_or_default()
+    }
+
     /// The month range as `YYYY-MM` text, for the marts' `month` column.
     fn months(&self) -> String {
         let mut w = Vec::new();
@@ -532,11 +540,7 @@ fn panel_sql(panel: Panel, f: &Filters) -> Option<String> {
             months = f.months()
         ),
         Panel::SalesTeam => {
-            let store = f
-                .store
-                .as_ref()
-                .map(|s| format!(" AND t.store_id = {}", lit(s)))
-                .unwrap_or_default();
+            let store = f.store_in("t.");
             format!(
                 "WITH last AS (SELECT MAX(month) AS month FROM mart_sales_team_monthly WHERE {months})
                  SELECT t.month, t.store_id, t.store_name, t.rank_in_store, t.sales_person_id, t.full_name,
@@ -548,11 +552,7 @@ fn panel_sql(panel: Panel, f: &Filters) -> Option<String> {
             )
         }
         Panel::Incentives => {
-            let store = f
-                .store
-                .as_ref()
-                .map(|s| format!(" AND store_id = {}", lit(s)))
-                .unwrap_or_default();
+            let store = f.store_in("");
             format!(
                 "SELECT month, SUM(total_sales_usd) AS total_sales_usd, SUM(incentive_usd) AS incentive_usd,
                    COUNT(CASE WHEN rank_in_store = 1 THEN 1 END) AS top_sellers
@@ -701,51 +701,36 @@ fn kind(t: &DataType) -> &'static str {
 }
 
 fn json_values(a: &ArrayRef) -> Vec<Value> {
-    let n = a.len();
-    let opts = FormatOptions::default();
-    let text = ArrayFormatter::try_new(a.as_ref(), &opts).ok();
-    (0..n)
-        .map(|i| {
-            if a.is_null(i) {
-                return Value::Null;
-            }
-            match a.data_type() {
-                DataType::Boolean => Value::Bool(a.as_boolean().value(i)),
-                DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => {
-                    let v = datafusion::arrow::compute::cast(&a.slice(i, 1), &DataType::Int64)
-                        .ok()
-                        .map(|c| {
-                            c.as_primitive::<datafusion::arrow::datatypes::Int64Type>()
-                                .value(0)
-                        });
-                    v.map(Value::from).unwrap_or(Value::Null)
-                }
-                DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => {
-                    let v = datafusion::arrow::compute::cast(&a.slice(i, 1), &DataType::UInt64)
-                        .ok()
-                        .map(|c| {
-                            c.as_primitive::<datafusion::arrow::datatypes::UInt64Type>()
-                                .value(0)
-                        });
-                    v.map(Value::from).unwrap_or(Value::Null)
-                }
-                DataType::Float32 | DataType::Float64 => {
-                    let v = datafusion::arrow::compute::cast(&a.slice(i, 1), &DataType::Float64)
-                        .ok()
-                        .map(|c| {
-                            c.as_primitive::<datafusion::arrow::datatypes::Float64Type>()
-                                .value(0)
-                        });
-                    v.and_then(serde_json::Number::from_f64)
-                        .map(Value::Number)
-                        .unwrap_or(Value::Null)
-                }
-                _ => text
-                    .as_ref()
-                    .map(|t| Value::String(t.value(i).to_string()))
-                    .unwrap_or(Value::Null),
-            }
-        })
+    use datafusion::arrow::datatypes::{Float64Type, Int64Type, UInt64Type};
+    // Each column is widened once, then read row by row.
+    let widened = |to: DataType| datafusion::arrow::compute::cast(a, &to).ok();
+    let values: Box<dyn Fn(usize) -> Value + '_> = match a.data_type() {
+        DataType::Boolean => {
+            let b = a.as_boolean().clone();
+            Box::new(move |i| Value::Bool(b.value(i)))
+        }
+        t if t.is_signed_integer() => match widened(DataType::Int64) {
+            Some(c) => Box::new(move |i| Value::from(c.as_primitive::<Int64Type>().value(i))),
+            None => Box::new(|_| Value::Null),
+        },
+        t if t.is_unsigned_integer() => match widened(DataType::UInt64) {
+            Some(c) => Box::new(move |i| Value::from(c.as_primitive::<UInt64Type>().value(i))),
+            None => Box::new(|_| Value::Null),
+        },
+        t if t.is_floating() => match widened(DataType::Float64) {
+            Some(c) => Box::new(move |i| {
+                serde_json::Number::from_f64(c.as_primitive::<Float64Type>().value(i))
+                    .map_or(Value::Null, Value::Number)
+            }),
+            None => Box::new(|_| Value::Null),
+        },
+        _ => match ArrayFormatter::try_new(a.as_ref(), &FormatOptions::default()) {
+            Ok(f) => Box::new(move |i| Value::String(f.value(i).to_string())),
+            Err(_) => Box::new(|_| Value::Null),
+        },
+    };
+    (0..a.len())
+        .map(|i| if a.is_null(i) { Value::Null } else { values(i) })
         .collect()
 }
 
@@ -775,21 +760,6 @@ impl Cache {
             inner.generation = generation;
         }
         inner.entries.entry(key).or_default().clone()
-    }
-
-    /// How many results are cached now.
-    pub fn len(&self) -> usize {
-        self.inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entries
-            .values()
-            .filter(|c| c.initialized())
-            .count()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
