@@ -34,6 +34,7 @@ use std::num::NonZeroU64;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
+mod scan;
 mod spill;
 pub use spill::PartitionedAppend;
 
@@ -487,7 +488,23 @@ impl Tables {
                 table: id.display(),
                 source: Box::new(source),
             })?;
-        Ok(Some(provider))
+        // delta-rs's provider gives the columns and their types; DataFusion's Parquet scan
+        // reads the files (see `scan`), unless the table needs a feature only delta-rs reads.
+        let prefix = format!("{}/{}", id.zone.prefix(), id.name);
+        match scan::LakeScan::try_new(
+            &table,
+            id.display(),
+            provider.schema(),
+            self.lake.store(),
+            &prefix,
+        ) {
+            Ok(Some(scan)) => Ok(Some(Arc::new(scan))),
+            Ok(None) => Ok(Some(provider)),
+            Err(reason) => Err(TableError::Delta {
+                table: id.display(),
+                source: Box::new(DeltaTableError::Generic(reason)),
+            }),
+        }
     }
 
     /// Read a whole (small) table into memory.
