@@ -11,6 +11,7 @@
 //! It reads what shoplake writes: reader version 1 (no deletion vectors, no column mapping).
 //! Any other table keeps delta-rs's provider.
 
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, FieldRef, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::{Transformed, TreeNode};
@@ -19,12 +20,16 @@ use datafusion::datasource::TableType;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::listing::helpers::{expr_applicable_for_cols, filter_partitioned_file};
+use datafusion::datasource::listing::helpers::expr_applicable_for_cols;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::context::ExecutionProps;
 use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_expr::create_physical_expr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use deltalake::DeltaTable;
@@ -62,7 +67,7 @@ impl fmt::Debug for LakeScan {
 
 impl LakeScan {
     /// The scan of `table` at its loaded version, with `schema` the columns delta-rs's provider
-    /// shows (so both read the same types). `None` when the table needs a reader feature this
+    /// shows (so both read the same types, but for text partition columns: see below). `None` when the table needs a reader feature this
     /// scan does not implement. `prefix` is the table's folder in `store`.
     pub(crate) fn try_new(
         table: &DeltaTable,
@@ -76,6 +81,28 @@ impl LakeScan {
             return Ok(None);
         }
         let partition_names = state.metadata().partition_columns().to_vec();
+        // delta-rs shows text partition columns as dictionaries; DataFusion groups by those
+        // through its row format, by `Utf8View` column by column, so they are read as
+        // `Utf8View`, the type of every other text column.
+        let schema: SchemaRef = Arc::new(Schema::new_with_metadata(
+            schema
+                .fields()
+                .iter()
+                .map(|f| match f.data_type() {
+                    DataType::Dictionary(_, value)
+                        if partition_names.contains(f.name())
+                            && matches!(
+                                **value,
+                                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                            ) =>
+                    {
+                        Arc::new(f.as_ref().clone().with_data_type(DataType::Utf8View))
+                    }
+                    _ => f.clone(),
+                })
+                .collect::<Vec<FieldRef>>(),
+            schema.metadata().clone(),
+        ));
         let mut partition_cols = Vec::with_capacity(partition_names.len());
         for p in &partition_names {
             let field = schema
@@ -187,13 +214,34 @@ impl LakeScan {
                     .map(|t| t.data)
             })
             .collect::<Result<_>>()?;
-        let mut kept = Vec::new();
-        for file in &self.files {
-            if let Some(file) = filter_partitioned_file(file.clone(), &filters, &schema)? {
-                kept.push(file);
-            }
-        }
-        Ok(kept)
+        // One row per file, its partition values; the filters evaluated over all of them at
+        // once. A null result drops the file, as a WHERE clause drops a row (DataFusion's own
+        // `filter_partitioned_file` reads the value under a null and kept the files of a null
+        // partition for `region <> 'North'`).
+        let columns = (0..self.partition_cols.len())
+            .map(|i| {
+                ScalarValue::iter_to_array(self.files.iter().map(|f| f.partition_values[i].clone()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let batch = RecordBatch::try_new(Arc::clone(schema.inner()), columns)?;
+        let filter = conjunction(filters).expect("at least one filter");
+        let expr = create_physical_expr(
+            &filter,
+            &schema,
+            &ExecutionProps::new(),
+            &PhysicalPlanningContext::default(),
+        )?;
+        let keep = expr.evaluate(&batch)?.into_array(self.files.len())?;
+        let keep = keep
+            .as_boolean_opt()
+            .ok_or_else(|| DataFusionError::Internal("a filter gave no booleans".into()))?;
+        Ok(self
+            .files
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| keep.is_valid(*i) && keep.value(*i))
+            .map(|(_, f)| f.clone())
+            .collect())
     }
 }
 
@@ -410,7 +458,18 @@ mod tests {
             let table = tables.open_at(&id, version).await.unwrap();
             let delta: Arc<dyn TableProvider> = table.table_provider().await.unwrap();
             let ours = tables.provider(&id, Some(version)).await.unwrap().unwrap();
-            assert_eq!(ours.schema(), delta.schema());
+            // The same columns; the text partition column is read as Utf8View, not a dictionary.
+            let types = |p: &Arc<dyn TableProvider>| {
+                p.schema()
+                    .fields()
+                    .iter()
+                    .map(|f| format!("{} {}", f.name(), f.data_type()))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(types(&delta)[1], "region Dictionary(UInt16, Utf8)");
+            let mut expected = types(&delta);
+            expected[1] = "region Utf8View".into();
+            assert_eq!(types(&ours), expected);
             let plan = rows(ours.clone(), "EXPLAIN SELECT * FROM t").await;
             assert!(
                 plan.contains("DataSourceExec") && !plan.contains("DeltaScan"),
