@@ -66,9 +66,10 @@ impl fmt::Debug for LakeScan {
 }
 
 impl LakeScan {
-    /// The scan of `table` at its loaded version, with `schema` the columns delta-rs's provider
-    /// shows (so both read the same types, but for text partition columns: see below). `None` when the table needs a reader feature this
-    /// scan does not implement. `prefix` is the table's folder in `store`.
+    /// The scan of `table` at its loaded version. `schema` is what delta-rs's provider shows,
+    /// so both read the same columns and types (text partition columns aside, see below).
+    /// `None` when the table needs a reader feature this scan does not implement. `prefix` is
+    /// the table's folder in `store`.
     pub(crate) fn try_new(
         table: &DeltaTable,
         name: String,
