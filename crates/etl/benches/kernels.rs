@@ -22,7 +22,7 @@ use shoplake_etl::convert::parse_date;
 use shoplake_etl::dedupe::{self, Bloom, InLake, LakeKeys, RunKeys};
 use shoplake_etl::dim::Dim;
 use shoplake_etl::pii::PiiKey;
-use shoplake_etl::pipeline::Quiet;
+use shoplake_etl::pipeline::{Quiet, fx_rates};
 use shoplake_etl::quarantine::record_json;
 use shoplake_etl::sales::{Lookups, Outcome, SalesTransform, SourceRules};
 use shoplake_etl::schema::{FACT_PARTITIONS, FACT_SALES, dim_table};
@@ -252,29 +252,6 @@ impl Fixture {
     }
 }
 
-/// (currency, year * 100 + month) -> rate, as `pipeline::make_lookups` builds it.
-fn fx_rates(fxd: &Dim) -> HashMap<(String, i32), i128> {
-    let mut fx = HashMap::new();
-    for r in fxd.rows().iter().filter(|r| r.is_current) {
-        let (Some(c), Some(m), Some(rate)) = (
-            fxd.value(r, "currency"),
-            fxd.value(r, "month"),
-            fxd.value(r, "rate_to_usd"),
-        ) else {
-            continue;
-        };
-        let ym: Option<i32> = m
-            .get(..4)
-            .and_then(|y| y.parse::<i32>().ok())
-            .zip(m.get(5..7).and_then(|mm| mm.parse::<i32>().ok()))
-            .map(|(y, mm)| y * 100 + mm);
-        if let (Some(ym), Ok(Some(rate))) = (ym, values::parse_decimal(rate, RATE_SCALE)) {
-            fx.insert((c.to_string(), ym), rate);
-        }
-    }
-    fx
-}
-
 // ------------------------------------------------------------------------- CSV + validation
 
 /// The pipeline's `SalesSink`, minus the channels: fact batches of `batch_size` rows are kept
@@ -283,12 +260,7 @@ struct Sink<'a, 'l> {
     t: SalesTransform<'l>,
     columns: &'a [String],
     batch_size: usize,
-    facts: Vec<RecordBatch>,
-    held: Vec<(RecordBatch, Vec<u8>)>,
-    rows_in: u64,
-    loaded: u64,
-    duplicates: u64,
-    rejected: BTreeMap<String, u64>,
+    out: Scanned,
     quarantine: Vec<String>,
 }
 
@@ -296,11 +268,12 @@ impl Sink<'_, '_> {
     fn flush(&mut self, end: bool) {
         let min = if end { 1 } else { self.batch_size };
         if self.t.out.rows() >= min {
-            self.facts.push(self.t.out.finish());
+            self.out.facts.push(self.t.out.finish());
         }
         if self.t.held.rows() >= min {
             let batch = self.t.held.finish();
-            self.held
+            self.out
+                .held
                 .push((batch, std::mem::take(&mut self.t.held_inferred)));
         }
     }
@@ -308,12 +281,13 @@ impl Sink<'_, '_> {
 
 impl ScanSink for Sink<'_, '_> {
     fn record(&mut self, line: u64, values: &[Option<&str>]) -> Result<(), ScanError> {
-        self.rows_in += 1;
+        self.out.rows_in += 1;
         match self.t.process(line, values) {
-            Outcome::Loaded => self.loaded += 1,
-            Outcome::Duplicate => self.duplicates += 1,
+            Outcome::Loaded => self.out.loaded += 1,
+            Outcome::Duplicate => self.out.duplicates += 1,
             Outcome::Rejected(reason, detail) => {
                 *self
+                    .out
                     .rejected
                     .entry(reason.as_str().to_string())
                     .or_default() += 1;
@@ -330,6 +304,7 @@ impl ScanSink for Sink<'_, '_> {
     }
 }
 
+#[derive(Default)]
 struct Scanned {
     facts: Vec<RecordBatch>,
     held: Vec<(RecordBatch, Vec<u8>)>,
@@ -347,12 +322,7 @@ fn scan_sales(fx: &Fixture, lookups: &mut Lookups) -> Scanned {
         t: SalesTransform::new(lookups, fx.rules(), &columns, 1, 1, 0, batch_size),
         columns: &fx.schema.layout.columns,
         batch_size,
-        facts: Vec::new(),
-        held: Vec::new(),
-        rows_in: 0,
-        loaded: 0,
-        duplicates: 0,
-        rejected: BTreeMap::new(),
+        out: Scanned::default(),
         quarantine: Vec::new(),
     };
     let file = std::fs::File::open(&fx.csv).expect("sales file");
@@ -365,14 +335,7 @@ fn scan_sales(fx: &Fixture, lookups: &mut Lookups) -> Scanned {
     )
     .expect("scan");
     sink.flush(true);
-    Scanned {
-        facts: sink.facts,
-        held: sink.held,
-        rows_in: sink.rows_in,
-        loaded: sink.loaded,
-        duplicates: sink.duplicates,
-        rejected: sink.rejected,
-    }
+    sink.out
 }
 
 /// Settle the held rows exactly, as `Pipeline::settle_held` does for a run into an empty

@@ -1272,28 +1272,33 @@ fn field_columns(mapping: &Mapping, schema: &FileSchema) -> HashMap<String, usiz
         .collect()
 }
 
-fn make_lookups(dims: Dims, lake: LakeKeys) -> Lookups {
-    let mut d = dims.by_entity;
+/// The FX table of a run: (currency, year * 100 + month) -> rate to USD at `RATE_SCALE`, from
+/// the current rows of `fx_rates` (rows without a readable month or rate are left out).
+pub fn fx_rates(fxd: &Dim) -> HashMap<(String, i32), i128> {
     let mut fx = HashMap::new();
-    if let Some(fxd) = d.get(&Entity::FxRates) {
-        for r in fxd.rows().iter().filter(|r| r.is_current) {
-            let (Some(c), Some(m), Some(rate)) = (
-                fxd.value(r, "currency"),
-                fxd.value(r, "month"),
-                fxd.value(r, "rate_to_usd"),
-            ) else {
-                continue;
-            };
-            let ym: Option<i32> = m
-                .get(..4)
-                .and_then(|y| y.parse::<i32>().ok())
-                .zip(m.get(5..7).and_then(|mm| mm.parse::<i32>().ok()))
-                .map(|(y, mm)| y * 100 + mm);
-            if let (Some(ym), Ok(Some(rate))) = (ym, values::parse_decimal(rate, RATE_SCALE)) {
-                fx.insert((c.to_string(), ym), rate);
-            }
+    for r in fxd.rows().iter().filter(|r| r.is_current) {
+        let (Some(c), Some(m), Some(rate)) = (
+            fxd.value(r, "currency"),
+            fxd.value(r, "month"),
+            fxd.value(r, "rate_to_usd"),
+        ) else {
+            continue;
+        };
+        let ym: Option<i32> = m
+            .get(..4)
+            .and_then(|y| y.parse::<i32>().ok())
+            .zip(m.get(5..7).and_then(|mm| mm.parse::<i32>().ok()))
+            .map(|(y, mm)| y * 100 + mm);
+        if let (Some(ym), Ok(Some(rate))) = (ym, values::parse_decimal(rate, RATE_SCALE)) {
+            fx.insert((c.to_string(), ym), rate);
         }
     }
+    fx
+}
+
+fn make_lookups(dims: Dims, lake: LakeKeys) -> Lookups {
+    let mut d = dims.by_entity;
+    let fx = d.get(&Entity::FxRates).map(fx_rates).unwrap_or_default();
     Lookups {
         products: d
             .remove(&Entity::Products)
