@@ -126,10 +126,7 @@ impl Marts {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::new(FairSpillPool::new(self.memory_limit)))
             .build_arc()?;
-        Ok(SessionContext::new_with_config_rt(
-            SessionConfig::new(),
-            runtime,
-        ))
+        Ok(shoplake_tables::session(SessionConfig::new(), runtime))
     }
 
     /// Versions of the tables a mart reads, now (-1: absent).

@@ -95,7 +95,7 @@ impl LakeQuery {
             .with_memory_pool(Arc::new(FairSpillPool::new(memory_limit)))
             .build_arc()?;
         let config = SessionConfig::new().with_information_schema(true);
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let ctx = shoplake_tables::session(config, runtime);
         let mut q = LakeQuery {
             ctx,
             tables,

@@ -9,7 +9,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::{ViewTable, provider_as_source};
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder, cast, col, lit, when};
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::SessionConfig;
 use shoplake_storage::Zone;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -46,7 +46,7 @@ impl LakeQuery {
     /// A new session over the same tables and memory pool, restricted by `access`.
     pub async fn restricted(&self, access: &Access) -> Result<LakeQuery> {
         let config = SessionConfig::new().with_information_schema(true);
-        let ctx = SessionContext::new_with_config_rt(config, self.ctx.runtime_env());
+        let ctx = shoplake_tables::session(config, self.ctx.runtime_env());
         let mut registered = Vec::new();
         for (name, id) in &self.registered {
             let is_quarantine = id == &shoplake_tables::TableId::quarantine();

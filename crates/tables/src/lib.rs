@@ -34,9 +34,26 @@ use std::num::NonZeroU64;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
+mod aggregate;
 mod scan;
 mod spill;
+pub use aggregate::{PartitionRunAggregate, RunAggregateExec};
 pub use spill::PartitionedAppend;
+
+/// A query session over lake tables: DataFusion's defaults plus the lake's own physical
+/// rule ([`PartitionRunAggregate`], grouping by partition columns without hashing rows).
+pub fn session(
+    config: datafusion::prelude::SessionConfig,
+    runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
+) -> datafusion::prelude::SessionContext {
+    let state = datafusion::execution::session_state::SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .with_physical_optimizer_rule(Arc::new(PartitionRunAggregate))
+        .build();
+    datafusion::prelude::SessionContext::new_with_state(state)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
