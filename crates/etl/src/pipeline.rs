@@ -913,12 +913,15 @@ impl Pipeline {
                 let write_result = (&mut writer.0)
                     .await
                     .map_err(|e| EtlError::Internal(e.to_string()))?;
-                if write_result.is_ok() {
-                    return Err(EtlError::Internal(
+                return match write_result {
+                    Ok(_) => Err(EtlError::Internal(
                         "the fact_sales writer finished although a file failed".into(),
-                    ));
-                }
-                return Ok(SalesStep::FileFailed { file_id, error });
+                    )),
+                    // The writer stopped first (a full spill disk, say): no file is to blame,
+                    // and the step fails with the writer's own error.
+                    Err(e) if error.ends_with(WRITER_STOPPED) => Err(e.into()),
+                    Err(_) => Ok(SalesStep::FileFailed { file_id, error }),
+                };
             }
             ScanResult::Done {
                 lookups,
@@ -1494,7 +1497,7 @@ impl SalesSink<'_, '_> {
             let batch = self.t.out.finish();
             self.tx
                 .blocking_send(Ok(batch))
-                .map_err(|_| "the fact_sales writer stopped".to_string())?;
+                .map_err(|_| WRITER_STOPPED.to_string())?;
         }
         if self.t.held.rows() >= min {
             let batch = self.t.held.finish();
@@ -1546,6 +1549,9 @@ impl ScanSink for SalesSink<'_, '_> {
 const QUARANTINE_BATCH: usize = 8192;
 /// Held rows kept in memory before they spill to a temporary file.
 const HELD_MEMORY_BYTES: usize = 64 * 1024 * 1024;
+
+/// The scan's error when the `fact_sales` writer is gone; the writer's own error says why.
+const WRITER_STOPPED: &str = "the fact_sales writer stopped";
 
 /// Quarantined rows on their way to the quarantine table, in batches, to a writer that starts
 /// with the first full batch: a run's rejects never pile up in memory. Dropped without

@@ -97,28 +97,44 @@ impl TableError {
 }
 
 /// Injected faults, for the tests of retries: `SHOPLAKE_FAULT_STORAGE=N` makes the first `N`
-/// commits of large appends in this process fail with a transient storage error.
+/// commits of large appends in this process fail with a transient storage error, and
+/// `SHOPLAKE_FAULT_SPILL=N` the first `N` spill writes with a full disk.
 pub mod fault {
     use super::{Result, TableError, TableId};
     use std::sync::atomic::{AtomicI64, Ordering};
 
-    static LEFT: AtomicI64 = AtomicI64::new(-1);
+    static STORAGE: AtomicI64 = AtomicI64::new(-1);
+    static SPILL: AtomicI64 = AtomicI64::new(-1);
 
-    pub fn storage(id: &TableId) -> Result<()> {
-        if LEFT.load(Ordering::SeqCst) == -1 {
-            let n = std::env::var("SHOPLAKE_FAULT_STORAGE")
+    /// Whether to fail now: the first time, `left` is set from `var`; then it counts down.
+    fn take(left: &AtomicI64, var: &str) -> bool {
+        if left.load(Ordering::SeqCst) == -1 {
+            let n = std::env::var(var)
                 .ok()
                 .and_then(|v| v.parse::<i64>().ok())
                 .unwrap_or(0);
-            let _ = LEFT.compare_exchange(-1, n.max(0), Ordering::SeqCst, Ordering::SeqCst);
+            let _ = left.compare_exchange(-1, n.max(0), Ordering::SeqCst, Ordering::SeqCst);
         }
-        if LEFT
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n > 0).then(|| n - 1)
-            })
-            .is_ok()
-        {
+        left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+            (n > 0).then(|| n - 1)
+        })
+        .is_ok()
+    }
+
+    pub fn storage(id: &TableId) -> Result<()> {
+        if take(&STORAGE, "SHOPLAKE_FAULT_STORAGE") {
             return Err(TableError::Injected(id.display()));
+        }
+        Ok(())
+    }
+
+    /// A full disk for the next spill write, if `SHOPLAKE_FAULT_SPILL` asks for one.
+    pub fn spill() -> std::io::Result<()> {
+        if take(&SPILL, "SHOPLAKE_FAULT_SPILL") {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                "No space left on device (injected by SHOPLAKE_FAULT_SPILL)",
+            ));
         }
         Ok(())
     }

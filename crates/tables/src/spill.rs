@@ -150,7 +150,14 @@ impl PartitionedAppend {
                     })
                 }
             };
-            part.writer.write(&slice).map_err(engine)?;
+            crate::fault::spill().map_err(|e| spill_error(&self.id, self.dir.path(), e))?;
+            part.writer.write(&slice).map_err(|e| match e {
+                // A full disk, most often: say where the spill files are and what to do.
+                datafusion::arrow::error::ArrowError::IoError(_, io) => {
+                    spill_error(&self.id, self.dir.path(), io)
+                }
+                e => engine(e),
+            })?;
             part.rows += slice.num_rows() as u64;
         }
         self.rows += batch.num_rows() as u64;

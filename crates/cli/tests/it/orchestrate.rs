@@ -303,3 +303,49 @@ max_attempts = 2
         "{message}"
     );
 }
+
+/// A spill write that fails (a full disk) fails the load, not the file being read at the
+/// time: the error says where the spill files are and what to do, no file is marked failed,
+/// and the next run loads everything.
+#[test]
+fn a_full_spill_disk_fails_the_run_and_blames_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("shoplake.toml");
+    std::fs::write(&config, "[orchestrate]\nretry_attempts = 1\n").unwrap();
+    let lake = dir.path().join("lake");
+    let ingest = shoplake(&lake)
+        .arg("ingest")
+        .arg(fixtures("seed001"))
+        .output()
+        .unwrap();
+    assert!(ingest.status.success());
+    let run = |faults: &str| {
+        shoplake(&lake)
+            .arg("--config")
+            .arg(&config)
+            .arg("run")
+            .env("SHOPLAKE_FAULT_SPILL", faults)
+            .output()
+            .unwrap()
+    };
+
+    let out = run("1");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot write spill files under"), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(err.contains("SHOPLAKE_TMP"), "{err}");
+    assert!(!err.contains("writer stopped"), "{err}");
+    let failed = "SELECT COUNT(*) AS n FROM files WHERE status = 'failed'";
+    assert_eq!(sql_csv(&lake, &config, failed), "n\n0");
+
+    let out = run("0");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sales = "SELECT COUNT(*) AS n FROM files WHERE entity = 'sales' AND status <> 'loaded'";
+    assert_eq!(sql_csv(&lake, &config, sales), "n\n0");
+    assert_eq!(sql_csv(&lake, &config, failed), "n\n0");
+}
