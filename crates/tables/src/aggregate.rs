@@ -355,36 +355,12 @@ impl Runs {
 
 #[cfg(test)]
 mod tests {
-    use crate::{TableId, Tables, WriteMode};
-    use datafusion::arrow::array::{Int32Array, Int64Array, RecordBatch, StringArray};
-    use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+    use crate::testing::{partitioned_rows, partitioned_schema, temp_tables};
+    use crate::{TableId, WriteMode};
     use datafusion::arrow::util::pretty::pretty_format_batches;
     use datafusion::execution::runtime_env::RuntimeEnv;
     use datafusion::prelude::{SessionConfig, SessionContext};
-    use shoplake_storage::Lake;
     use std::sync::Arc;
-
-    /// Rows `start..start + n` in an order unrelated to the partitions `region` (one value
-    /// null, one path-encoded) and `month`.
-    fn batch(schema: &SchemaRef, start: i64, n: i64) -> RecordBatch {
-        let ids: Vec<i64> = (start..start + n).collect();
-        let region: Vec<Option<&str>> = ids
-            .iter()
-            .map(|i| [Some("North"), Some("50% Off / East"), None][(*i % 3) as usize])
-            .collect();
-        let note: Vec<String> = ids.iter().map(|i| format!("note {}", i % 7)).collect();
-        let month: Vec<i32> = ids.iter().map(|i| (*i % 2) as i32 + 1).collect();
-        RecordBatch::try_new(
-            schema.clone(),
-            vec![
-                Arc::new(Int64Array::from(ids)),
-                Arc::new(StringArray::from(region)),
-                Arc::new(StringArray::from(note)),
-                Arc::new(Int32Array::from(month)),
-            ],
-        )
-        .unwrap()
-    }
 
     async fn run(ctx: &SessionContext, sql: &str) -> (String, String) {
         let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
@@ -400,18 +376,14 @@ mod tests {
     /// runs of a file spread over many small batches; other groupings keep the hash aggregate.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn groups_by_partitions_as_the_hash_aggregate_does() {
-        let dir = tempfile::tempdir().unwrap();
-        let lake = Lake::open(dir.path().join("lake").to_str().unwrap()).unwrap();
-        let tables = Tables::new(lake);
+        let (_dir, tables) = temp_tables();
         let id = TableId::processed("t");
-        let schema: SchemaRef = Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Int64, false),
-            Field::new("region", DataType::Utf8, true),
-            Field::new("note", DataType::Utf8, false),
-            Field::new("month", DataType::Int32, false),
-        ]));
+        let schema = partitioned_schema();
         for start in [0, 1000] {
-            let batches = vec![batch(&schema, start, 40), batch(&schema, start + 500, 23)];
+            let batches = vec![
+                partitioned_rows(&schema, start, 40, Some(7)),
+                partitioned_rows(&schema, start + 500, 23, Some(7)),
+            ];
             tables
                 .write_batches(
                     &id,

@@ -37,6 +37,8 @@ use tokio::sync::mpsc;
 mod aggregate;
 mod scan;
 mod spill;
+#[cfg(test)]
+mod testing;
 pub use aggregate::{PartitionRunAggregate, RunAggregateExec};
 pub use spill::PartitionedAppend;
 

@@ -373,36 +373,12 @@ impl TableProvider for LakeScan {
 
 #[cfg(test)]
 mod tests {
-    use crate::{TableId, Tables, WriteMode};
-    use datafusion::arrow::array::{Int32Array, Int64Array, RecordBatch, StringArray};
-    use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+    use crate::testing::{partitioned_rows, partitioned_schema, temp_tables};
+    use crate::{TableId, WriteMode};
     use datafusion::arrow::util::pretty::pretty_format_batches;
     use datafusion::catalog::TableProvider;
     use datafusion::prelude::SessionContext;
-    use shoplake_storage::Lake;
     use std::sync::Arc;
-
-    /// Rows `start..start + n`: the partition columns `region` (one of them null, one with
-    /// characters that paths must encode) and `month` sit between the data columns.
-    fn batch(schema: &SchemaRef, start: i64, n: i64) -> RecordBatch {
-        let ids: Vec<i64> = (start..start + n).collect();
-        let region: Vec<Option<&str>> = ids
-            .iter()
-            .map(|i| [Some("North"), Some("50% Off / East"), None][(*i % 3) as usize])
-            .collect();
-        let note: Vec<String> = ids.iter().map(|i| format!("note {i}")).collect();
-        let month: Vec<i32> = ids.iter().map(|i| (*i % 2) as i32 + 1).collect();
-        RecordBatch::try_new(
-            schema.clone(),
-            vec![
-                Arc::new(Int64Array::from(ids)),
-                Arc::new(StringArray::from(region)),
-                Arc::new(StringArray::from(note)),
-                Arc::new(Int32Array::from(month)),
-            ],
-        )
-        .unwrap()
-    }
 
     async fn rows(provider: Arc<dyn TableProvider>, sql: &str) -> String {
         let ctx = SessionContext::new();
@@ -415,16 +391,9 @@ mod tests {
     /// every version: appends, then an overwrite that removes the first files.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reads_what_delta_rs_reads_at_every_version() {
-        let dir = tempfile::tempdir().unwrap();
-        let lake = Lake::open(dir.path().join("lake").to_str().unwrap()).unwrap();
-        let tables = Tables::new(lake);
+        let (_dir, tables) = temp_tables();
         let id = TableId::processed("t");
-        let schema: SchemaRef = Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Int64, false),
-            Field::new("region", DataType::Utf8, true),
-            Field::new("note", DataType::Utf8, false),
-            Field::new("month", DataType::Int32, false),
-        ]));
+        let schema = partitioned_schema();
         let parts = ["region", "month"];
         for (start, mode) in [
             (0, WriteMode::Append),
@@ -435,7 +404,10 @@ mod tests {
                 .write_batches(
                     &id,
                     schema.clone(),
-                    vec![batch(&schema, start, 12), batch(&schema, start + 50, 7)],
+                    vec![
+                        partitioned_rows(&schema, start, 12, None),
+                        partitioned_rows(&schema, start + 50, 7, None),
+                    ],
                     &parts,
                     mode,
                     1,

@@ -396,7 +396,6 @@ mod tests {
     use super::*;
     use datafusion::arrow::array::{Int32Array, Int64Array, StringArray};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
-    use shoplake_storage::Lake;
 
     fn batch(schema: &SchemaRef, start: i64, n: i64) -> RecordBatch {
         let ids: Vec<i64> = (start..start + n).collect();
@@ -418,9 +417,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn rows_in_any_order_land_in_their_partitions_in_one_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let lake = Lake::open(dir.path().join("lake").to_str().unwrap()).unwrap();
-        let tables = Tables::new(lake);
+        let (dir, tables) = crate::testing::temp_tables();
         let id = TableId::processed("t");
         let schema: SchemaRef = Arc::new(Schema::new(vec![
             Field::new("id", DataType::Int64, false),

@@ -1,0 +1,51 @@
+//! Fixtures shared by the tests of the scan, the partition-run aggregate and the spill.
+
+use crate::Tables;
+use datafusion::arrow::array::{Int32Array, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use shoplake_storage::Lake;
+use std::sync::Arc;
+
+/// A lake in a temporary folder (kept while the `TempDir` lives) and its tables.
+pub fn temp_tables() -> (tempfile::TempDir, Tables) {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().join("lake").to_str().unwrap()).unwrap();
+    (dir, Tables::new(lake))
+}
+
+/// `id`, `region`, `note`, `month`: the partition columns (`region`, `month`) sit between
+/// the data columns.
+pub fn partitioned_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("region", DataType::Utf8, true),
+        Field::new("note", DataType::Utf8, false),
+        Field::new("month", DataType::Int32, false),
+    ]))
+}
+
+/// Rows `start..start + n` of [`partitioned_schema`], in an order unrelated to the
+/// partitions: `region` is null on one row in three and has characters that paths must
+/// encode on another; `note` is `note {id}`, or with `notes`, `note {id % notes}`.
+pub fn partitioned_rows(schema: &SchemaRef, start: i64, n: i64, notes: Option<i64>) -> RecordBatch {
+    let ids: Vec<i64> = (start..start + n).collect();
+    let region: Vec<Option<&str>> = ids
+        .iter()
+        .map(|i| [Some("North"), Some("50% Off / East"), None][(*i % 3) as usize])
+        .collect();
+    let note: Vec<String> = ids
+        .iter()
+        .map(|i| format!("note {}", notes.map_or(*i, |m| i % m)))
+        .collect();
+    let month: Vec<i32> = ids.iter().map(|i| (*i % 2) as i32 + 1).collect();
+    RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from(ids)),
+            Arc::new(StringArray::from(region)),
+            Arc::new(StringArray::from(note)),
+            Arc::new(Int32Array::from(month)),
+        ],
+    )
+    .unwrap()
+}
