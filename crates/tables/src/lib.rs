@@ -39,11 +39,14 @@ mod scan;
 mod spill;
 #[cfg(test)]
 mod testing;
+mod text_eq;
 pub use aggregate::{PartitionRunAggregate, RunAggregateExec};
 pub use spill::PartitionedAppend;
+pub use text_eq::{InlineTextEq, InlineTextEquality};
 
 /// A query session over lake tables: DataFusion's defaults plus the lake's own physical
-/// rule ([`PartitionRunAggregate`], grouping by partition columns without hashing rows).
+/// rules: [`PartitionRunAggregate`] (grouping by partition columns without hashing rows) and
+/// [`InlineTextEquality`] (comparing text with a short literal by its views).
 pub fn session(
     config: datafusion::prelude::SessionConfig,
     runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
@@ -52,6 +55,8 @@ pub fn session(
         .with_config(config)
         .with_runtime_env(runtime)
         .with_default_features()
+        // Text comparisons first: the run aggregate may take a filter inside itself.
+        .with_physical_optimizer_rule(Arc::new(InlineTextEquality))
         .with_physical_optimizer_rule(Arc::new(PartitionRunAggregate))
         .build();
     datafusion::prelude::SessionContext::new_with_state(state)
