@@ -10,12 +10,15 @@
 //! those rows as it merges any partial output, so the answer is the same; only the hashing is
 //! gone.
 
-use datafusion::arrow::array::{ArrayRef, RecordBatch};
-use datafusion::arrow::compute::partition;
-use datafusion::arrow::datatypes::SchemaRef;
+use std::ops::Range;
+
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
+use datafusion::arrow::compute::{filter_record_batch, partition};
+use datafusion::arrow::datatypes::ArrowNativeType;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{ScalarValue, internal_err};
+use datafusion::common::{ScalarValue, internal_datafusion_err, internal_err};
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
@@ -24,6 +27,8 @@ use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::projection::ProjectionRef;
+use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
@@ -57,8 +62,9 @@ impl PhysicalOptimizerRule for PartitionRunAggregate {
                 .downcast_ref::<AggregateExec>()
                 .is_some_and(groups_by_partitions)
             {
+                let fused = node.children().first().is_some_and(|c| fusable(c));
                 Ok(Transformed::yes(
-                    Arc::new(RunAggregateExec::new(node)?) as Arc<dyn ExecutionPlan>
+                    Arc::new(RunAggregateExec::new(node, fused)?) as Arc<dyn ExecutionPlan>,
                 ))
             } else {
                 Ok(Transformed::no(node))
@@ -137,16 +143,25 @@ fn is_partition_column(plan: &Arc<dyn ExecutionPlan>, index: usize) -> bool {
 pub struct RunAggregateExec {
     /// The partial `AggregateExec` replaced: its expressions, schema and properties.
     agg: Arc<dyn ExecutionPlan>,
+    /// Whether the aggregate's input, a `FilterExec`, is applied here: its predicate picks
+    /// the rows each run accumulates and only the aggregates' arguments are filtered, where
+    /// the filter would copy every column (the partition columns too) of every kept row.
+    fused: bool,
     metrics: ExecutionPlanMetricsSet,
 }
 
 impl RunAggregateExec {
-    fn new(agg: Arc<dyn ExecutionPlan>) -> Result<RunAggregateExec> {
-        if agg.downcast_ref::<AggregateExec>().is_none() {
+    /// `fused`: apply the aggregate's input filter here (see the field).
+    fn new(agg: Arc<dyn ExecutionPlan>, fused: bool) -> Result<RunAggregateExec> {
+        let Some(aggregate) = agg.downcast_ref::<AggregateExec>() else {
             return internal_err!("RunAggregateExec replaces an AggregateExec");
+        };
+        if fused && !fusable(aggregate.input()) {
+            return internal_err!("RunAggregateExec fuses only a FilterExec without a limit");
         }
         Ok(RunAggregateExec {
             agg,
+            fused,
             metrics: ExecutionPlanMetricsSet::new(),
         })
     }
@@ -156,6 +171,26 @@ impl RunAggregateExec {
             .downcast_ref::<AggregateExec>()
             .expect("checked in new")
     }
+
+    /// The filter applied here, when fused.
+    fn filter(&self) -> Option<&FilterExec> {
+        let filter = self.aggregate().input().downcast_ref::<FilterExec>();
+        filter.filter(|_| self.fused)
+    }
+
+    /// The plan this node reads: the aggregate's input, or the fused filter's.
+    fn input(&self) -> &Arc<dyn ExecutionPlan> {
+        match self.filter() {
+            Some(filter) => filter.input(),
+            None => self.aggregate().input(),
+        }
+    }
+}
+
+/// Whether `plan` is a filter a [`RunAggregateExec`] can apply itself: one without a limit.
+fn fusable(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.downcast_ref::<FilterExec>()
+        .is_some_and(|f| f.fetch().is_none())
 }
 
 impl DisplayAs for RunAggregateExec {
@@ -169,15 +204,28 @@ impl DisplayAs for RunAggregateExec {
             .collect();
         let aggr: Vec<&str> = agg.aggr_expr().iter().map(|a| a.name()).collect();
         match t {
-            DisplayFormatType::Default | DisplayFormatType::Verbose => write!(
-                f,
-                "RunAggregateExec: mode=Partial, gby=[{}], aggr=[{}]",
-                keys.join(", "),
-                aggr.join(", ")
-            ),
+            DisplayFormatType::Default | DisplayFormatType::Verbose => {
+                write!(
+                    f,
+                    "RunAggregateExec: mode=Partial, gby=[{}], aggr=[{}]",
+                    keys.join(", "),
+                    aggr.join(", ")
+                )?;
+                if let Some(filter) = self.filter() {
+                    write!(f, ", filter={}", filter.predicate())?;
+                    if let Some(p) = filter.projection() {
+                        write!(f, ", projection={p:?}")?;
+                    }
+                }
+                Ok(())
+            }
             DisplayFormatType::TreeRender => {
                 writeln!(f, "gby={}", keys.join(", "))?;
-                write!(f, "aggr={}", aggr.join(", "))
+                write!(f, "aggr={}", aggr.join(", "))?;
+                if let Some(filter) = self.filter() {
+                    write!(f, "\nfilter={}", filter.predicate())?;
+                }
+                Ok(())
             }
         }
     }
@@ -194,13 +242,18 @@ impl ExecutionPlan for RunAggregateExec {
     }
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![self.aggregate().input()]
+        vec![self.input()]
     }
 
     fn apply_expressions(
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
+        if let Some(filter) = self.filter()
+            && filter.apply_expressions(f)? == TreeNodeRecursion::Stop
+        {
+            return Ok(TreeNodeRecursion::Stop);
+        }
         self.agg.apply_expressions(f)
     }
 
@@ -209,8 +262,15 @@ impl ExecutionPlan for RunAggregateExec {
         children: Vec<Arc<dyn ExecutionPlan>>,
         options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        let children = match self.filter() {
+            Some(_) => {
+                let filter = Arc::clone(self.aggregate().input());
+                vec![filter.replace_children(children, options)?]
+            }
+            None => children,
+        };
         let agg = Arc::clone(&self.agg).replace_children(children, options)?;
-        Ok(Arc::new(RunAggregateExec::new(agg)?))
+        Ok(Arc::new(RunAggregateExec::new(agg, self.fused)?))
     }
 
     #[allow(deprecated)]
@@ -230,19 +290,8 @@ impl ExecutionPlan for RunAggregateExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let agg = self.aggregate();
-        let input = agg.input().execute(partition, context)?;
-        let mut runs = Runs {
-            keys: agg
-                .group_expr()
-                .expr()
-                .iter()
-                .map(|(e, _)| e.clone())
-                .collect(),
-            aggs: agg.aggr_expr().to_vec(),
-            schema: agg.schema(),
-            open: None,
-            done: Vec::new(),
-        };
+        let input = self.input().execute(partition, context)?;
+        let mut runs = Runs::new(agg, self.filter())?;
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let schema = agg.schema();
         // `None` marks the end of the input: the open run is closed then.
@@ -269,13 +318,63 @@ impl ExecutionPlan for RunAggregateExec {
     }
 }
 
+/// The runs of equal keys in one batch. A batch from one file is a single run, which the raw
+/// values show without comparing row by row; only a batch that does not look constant (the
+/// filter above the scan can merge small batches of two files) is split by comparison.
+fn runs(keys: &[ArrayRef]) -> Result<Vec<Range<usize>>> {
+    let rows = keys.first().map_or(0, |k| k.len());
+    if keys.iter().all(|k| constant(k.as_ref())) {
+        return Ok(std::iter::once(0..rows).collect());
+    }
+    Ok(partition(keys)?.ranges())
+}
+
+/// Whether every row of `array` holds the same value, read from its raw values: bitwise-equal
+/// fixed-width values are equal, and so are bitwise-equal views of one view array (same length
+/// and bytes inline, or same buffer, offset and length). `false` means "not shown this way";
+/// arrays with some nulls, booleans and other layouts always answer `false`.
+fn constant(array: &dyn Array) -> bool {
+    // Without an early exit inside a block, so the comparison is vectorised.
+    fn same<T: ArrowNativeType>(values: &[T]) -> bool {
+        let first = values[0];
+        values
+            .chunks(512)
+            .all(|block| block.iter().fold(true, |all, v| all & (*v == first)))
+    }
+    let (len, nulls) = (array.len(), array.null_count());
+    if len <= 1 || nulls == len {
+        return true;
+    }
+    if nulls > 0 {
+        return false;
+    }
+    let data = array.to_data();
+    match array.data_type() {
+        DataType::Utf8View | DataType::BinaryView => same(&data.buffer::<u128>(0)[..len]),
+        t => match t.primitive_width() {
+            Some(1) => same(&data.buffer::<u8>(0)[..len]),
+            Some(2) => same(&data.buffer::<u16>(0)[..len]),
+            Some(4) => same(&data.buffer::<u32>(0)[..len]),
+            Some(8) => same(&data.buffer::<u64>(0)[..len]),
+            Some(16) => same(&data.buffer::<u128>(0)[..len]),
+            _ => false,
+        },
+    }
+}
+
 /// A run's key values and its accumulators.
 type Run = (Vec<ScalarValue>, Vec<Box<dyn Accumulator>>);
 
 /// The state of one partition's stream: the run still open and the rows of closed runs.
 struct Runs {
+    /// The fused filter's predicate and projection, on the input batches.
+    filter: Option<(Arc<dyn PhysicalExpr>, Option<ProjectionRef>)>,
     keys: Vec<Arc<dyn PhysicalExpr>>,
     aggs: Vec<Arc<AggregateFunctionExpr>>,
+    /// The columns the aggregates' arguments read, and those arguments rewritten to read a
+    /// batch of just these columns (the only ones filtered).
+    arg_columns: Vec<usize>,
+    args: Vec<Vec<Arc<dyn PhysicalExpr>>>,
     schema: SchemaRef,
     open: Option<Run>,
     /// Closed runs: the key values, then every aggregate's state values.
@@ -283,27 +382,102 @@ struct Runs {
 }
 
 impl Runs {
-    fn absorb(&mut self, batch: &RecordBatch) -> Result<()> {
-        let rows = batch.num_rows();
-        if rows == 0 {
-            return Ok(());
-        }
-        let keys = self
-            .keys
+    fn new(agg: &AggregateExec, filter: Option<&FilterExec>) -> Result<Runs> {
+        let aggs = agg.aggr_expr().to_vec();
+        let mut arg_columns: Vec<usize> = aggs
             .iter()
-            .map(|e| e.evaluate(batch)?.into_array(rows))
-            .collect::<Result<Vec<ArrayRef>>>()?;
-        let args = self
-            .aggs
+            .flat_map(|a| a.expressions())
+            .flat_map(|e| collect_columns(&e))
+            .map(|c| c.index())
+            .collect();
+        arg_columns.sort_unstable();
+        arg_columns.dedup();
+        let args = aggs
             .iter()
             .map(|a| {
                 a.expressions()
-                    .iter()
-                    .map(|e| e.evaluate(batch)?.into_array(rows))
-                    .collect::<Result<Vec<ArrayRef>>>()
+                    .into_iter()
+                    .map(|e| {
+                        e.transform(|e| match e.downcast_ref::<Column>() {
+                            Some(c) => {
+                                let at = arg_columns.binary_search(&c.index()).map_err(|_| {
+                                    internal_datafusion_err!("{c} is not an argument column")
+                                })?;
+                                Ok(Transformed::yes(
+                                    Arc::new(Column::new(c.name(), at)) as Arc<dyn PhysicalExpr>
+                                ))
+                            }
+                            None => Ok(Transformed::no(e)),
+                        })
+                        .map(|t| t.data)
+                    })
+                    .collect::<Result<Vec<_>>>()
             })
             .collect::<Result<Vec<_>>>()?;
-        for range in partition(&keys)?.ranges() {
+        Ok(Runs {
+            filter: filter.map(|f| (Arc::clone(f.predicate()), f.projection().clone())),
+            keys: agg
+                .group_expr()
+                .expr()
+                .iter()
+                .map(|(e, _)| e.clone())
+                .collect(),
+            aggs,
+            arg_columns,
+            args,
+            schema: agg.schema(),
+            open: None,
+            done: Vec::new(),
+        })
+    }
+
+    fn absorb(&mut self, input: &RecordBatch) -> Result<()> {
+        let rows = input.num_rows();
+        if rows == 0 {
+            return Ok(());
+        }
+        // With a fused filter: which rows it keeps (null is not kept), and its output columns.
+        let (keep, batch) = match &self.filter {
+            Some((predicate, projection)) => {
+                let keep = predicate.evaluate(input)?.into_array(rows)?;
+                let Some(keep) = keep.as_any().downcast_ref::<BooleanArray>() else {
+                    return internal_err!("the filter {predicate} gave {}", keep.data_type());
+                };
+                let batch = match projection {
+                    Some(p) => input.project(p)?,
+                    None => input.clone(),
+                };
+                (Some(keep.clone()), batch)
+            }
+            None => (None, input.clone()),
+        };
+        let keys = self
+            .keys
+            .iter()
+            .map(|e| e.evaluate(&batch)?.into_array(rows))
+            .collect::<Result<Vec<ArrayRef>>>()?;
+        let values = batch.project(&self.arg_columns)?;
+        for range in runs(&keys)? {
+            let mut part = values.slice(range.start, range.len());
+            if let Some(keep) = &keep {
+                let keep = keep.slice(range.start, range.len());
+                match keep.true_count() {
+                    // No row of the run passes: no group, as after a filter.
+                    0 => continue,
+                    n if n == range.len() => {}
+                    _ => part = filter_record_batch(&part, &keep)?,
+                }
+            }
+            let args = self
+                .args
+                .iter()
+                .map(|exprs| {
+                    exprs
+                        .iter()
+                        .map(|e| e.evaluate(&part)?.into_array(part.num_rows()))
+                        .collect::<Result<Vec<ArrayRef>>>()
+                })
+                .collect::<Result<Vec<_>>>()?;
             let key = keys
                 .iter()
                 .map(|k| ScalarValue::try_from_array(k, range.start))
@@ -319,11 +493,7 @@ impl Runs {
             }
             let (_, accumulators) = self.open.as_mut().expect("opened above");
             for (acc, values) in accumulators.iter_mut().zip(&args) {
-                let slices: Vec<ArrayRef> = values
-                    .iter()
-                    .map(|v| v.slice(range.start, range.len()))
-                    .collect();
-                acc.update_batch(&slices)?;
+                acc.update_batch(values)?;
             }
         }
         Ok(())
@@ -418,6 +588,13 @@ mod tests {
             "SELECT region, COUNT(*) FROM t GROUP BY region HAVING COUNT(*) > 10 ORDER BY region",
             "SELECT r, COUNT(*) FROM (SELECT region AS r, id FROM t WHERE id > 3) GROUP BY r ORDER BY r",
             "SELECT region, COUNT(*) FROM t WHERE month = 7 GROUP BY region",
+            // Arguments are evaluated on kept rows only: id 0 would divide by zero.
+            "SELECT region, month, COUNT(*), SUM(1000 / id) FROM t WHERE id > 0 AND id < 1010 \
+             GROUP BY region, month ORDER BY region, month",
+            // id % 6 = 0 is every row of (North, 1): that group must not appear.
+            "SELECT region, month, COUNT(*) FROM t WHERE id % 6 <> 0 \
+             GROUP BY region, month ORDER BY region, month",
+            "SELECT region, COUNT(*) FROM t WHERE note = 'nothing' GROUP BY region",
         ];
         let others = [
             "SELECT region, note, COUNT(*) FROM t GROUP BY region, note ORDER BY region, note",
@@ -438,6 +615,16 @@ mod tests {
             if !sql.contains("month = 7") {
                 assert_eq!(plan.contains("RunAggregateExec"), replaced, "{sql}\n{plan}");
             }
+            // A filter on file columns right below is applied by the run aggregate itself.
+            let filtered = sql.contains("WHERE id") || sql.contains("WHERE note");
+            if replaced && filtered && !sql.contains("FROM (") {
+                assert!(plan.contains(", filter="), "{sql}\n{plan}");
+                assert!(!plan.contains("FilterExec"), "{sql}\n{plan}");
+            }
+            // The session compares text by views before the filter moves into the aggregate.
+            if sql.contains("note <> 'note 2'") {
+                assert!(plan.contains("note 2 (views)"), "{sql}\n{plan}");
+            }
         }
         // The first query saw every row of both appends.
         let (all, _) = run(
@@ -446,5 +633,47 @@ mod tests {
         )
         .await;
         assert!(all.contains("| 126  |"), "{all}");
+    }
+
+    /// A batch is one run only when its raw values show it; anything else is split by
+    /// comparing rows, so a merged batch of two files keeps both runs.
+    #[test]
+    fn a_batch_is_one_run_only_when_its_values_are_all_the_same() {
+        use super::{constant, runs};
+        use datafusion::arrow::array::{ArrayRef, BooleanArray, Int32Array, StringViewArray};
+        use datafusion::common::ScalarValue;
+        let long = "a value longer than twelve bytes";
+        let views = |v: &[Option<&str>]| StringViewArray::from(v.to_vec());
+        assert!(constant(&Int32Array::from(vec![7; 5])));
+        assert!(!constant(&Int32Array::from(vec![7, 7, 8])));
+        // A slice is judged on its own rows only.
+        assert!(constant(&Int32Array::from(vec![1, 7, 7, 2]).slice(1, 2)));
+        assert!(constant(&views(&[Some("East"); 4])));
+        assert!(!constant(&views(&[Some("East"), Some("West")])));
+        // How the scan builds a partition column: one value, its view repeated.
+        let repeated = ScalarValue::Utf8View(Some(long.into())).to_array_of_size(3);
+        assert!(constant(&repeated.unwrap()));
+        // The same text copied three times has three different views: not shown.
+        assert!(!constant(&views(&[Some(long); 3])));
+        assert!(!constant(&views(&[
+            Some(long),
+            Some("a value longer than twelve bytez")
+        ])));
+        assert!(constant(&views(&[None, None])));
+        // Some nulls, or a layout it does not read: "not shown", left to the comparison.
+        assert!(!constant(&views(&[Some("East"), None])));
+        assert!(!constant(&BooleanArray::from(vec![true, true])));
+
+        let region: ArrayRef = Arc::new(views(&[Some("East"), Some("East"), Some("West")]));
+        let month: ArrayRef = Arc::new(Int32Array::from(vec![1, 1, 1]));
+        assert_eq!(
+            runs(&[region.clone(), month.clone()]).unwrap(),
+            vec![0..2, 2..3]
+        );
+        assert_eq!(runs(&[month]).unwrap(), vec![0..3]);
+        // Equal values in different places (not bitwise-equal views) still make one run.
+        let spread: ArrayRef = Arc::new(StringViewArray::from_iter_values([long, long]));
+        let flagged: ArrayRef = Arc::new(BooleanArray::from(vec![true, true]));
+        assert_eq!(runs(&[spread, flagged]).unwrap(), vec![0..2]);
     }
 }
