@@ -320,6 +320,23 @@ impl ExecutionPlan for RunAggregateExec {
     }
 }
 
+/// `expr` reading a batch of just `columns` (sorted) of its input: each column index becomes
+/// its position in `columns`. By index, not by name, since an input may repeat a name.
+fn on_columns(expr: Arc<dyn PhysicalExpr>, columns: &[usize]) -> Result<Arc<dyn PhysicalExpr>> {
+    expr.transform(|e| match e.downcast_ref::<Column>() {
+        Some(c) => {
+            let at = columns
+                .binary_search(&c.index())
+                .map_err(|_| internal_datafusion_err!("{c} is not an argument column"))?;
+            Ok(Transformed::yes(
+                Arc::new(Column::new(c.name(), at)) as Arc<dyn PhysicalExpr>
+            ))
+        }
+        None => Ok(Transformed::no(e)),
+    })
+    .map(|t| t.data)
+}
+
 /// The runs of equal keys in one batch. A batch from one file is a single run, which the raw
 /// values show without comparing row by row; only a batch that does not look constant (the
 /// filter above the scan can merge small batches of two files) is split by comparison.
@@ -399,20 +416,7 @@ impl Runs {
             .map(|a| {
                 a.expressions()
                     .into_iter()
-                    .map(|e| {
-                        e.transform(|e| match e.downcast_ref::<Column>() {
-                            Some(c) => {
-                                let at = arg_columns.binary_search(&c.index()).map_err(|_| {
-                                    internal_datafusion_err!("{c} is not an argument column")
-                                })?;
-                                Ok(Transformed::yes(
-                                    Arc::new(Column::new(c.name(), at)) as Arc<dyn PhysicalExpr>
-                                ))
-                            }
-                            None => Ok(Transformed::no(e)),
-                        })
-                        .map(|t| t.data)
-                    })
+                    .map(|e| on_columns(e, &arg_columns))
                     .collect::<Result<Vec<_>>>()
             })
             .collect::<Result<Vec<_>>>()?;
@@ -527,22 +531,11 @@ impl Runs {
 
 #[cfg(test)]
 mod tests {
-    use crate::testing::{partitioned_rows, partitioned_schema, temp_tables};
+    use crate::testing::{partitioned_rows, partitioned_schema, run, temp_tables};
     use crate::{TableId, WriteMode};
-    use datafusion::arrow::util::pretty::pretty_format_batches;
     use datafusion::execution::runtime_env::RuntimeEnv;
     use datafusion::prelude::{SessionConfig, SessionContext};
     use std::sync::Arc;
-
-    async fn run(ctx: &SessionContext, sql: &str) -> (String, String) {
-        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
-        let plan = ctx.sql(&format!("EXPLAIN {sql}")).await.unwrap();
-        let plan = plan.collect().await.unwrap();
-        (
-            pretty_format_batches(&batches).unwrap().to_string(),
-            pretty_format_batches(&plan).unwrap().to_string(),
-        )
-    }
 
     /// Grouping by partition columns gives what DataFusion's hash aggregate gives, with the
     /// runs of a file spread over many small batches; other groupings keep the hash aggregate.

@@ -1,8 +1,11 @@
-//! Fixtures shared by the tests of the scan, the partition-run aggregate and the spill.
+//! Fixtures shared by the tests of the scan, the partition-run aggregate, the text equality
+//! rule and the spill.
 
 use crate::Tables;
 use datafusion::arrow::array::{Int32Array, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::prelude::SessionContext;
 use shoplake_storage::Lake;
 use std::sync::Arc;
 
@@ -48,4 +51,15 @@ pub fn partitioned_rows(schema: &SchemaRef, start: i64, n: i64, notes: Option<i6
         ],
     )
     .unwrap()
+}
+
+/// `sql`'s answer and its `EXPLAIN`, both as printed tables.
+pub async fn run(ctx: &SessionContext, sql: &str) -> (String, String) {
+    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    let plan = ctx.sql(&format!("EXPLAIN {sql}")).await.unwrap();
+    let plan = plan.collect().await.unwrap();
+    (
+        pretty_format_batches(&batches).unwrap().to_string(),
+        pretty_format_batches(&plan).unwrap().to_string(),
+    )
 }

@@ -222,23 +222,13 @@ impl PhysicalExpr for InlineTextEq {
 #[cfg(test)]
 mod tests {
     use super::InlineTextEquality;
+    use crate::testing::run;
     use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringViewArray};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
-    use datafusion::arrow::util::pretty::pretty_format_batches;
     use datafusion::datasource::MemTable;
     use datafusion::execution::session_state::SessionStateBuilder;
     use datafusion::prelude::SessionContext;
     use std::sync::Arc;
-
-    async fn run(ctx: &SessionContext, sql: &str) -> (String, String) {
-        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
-        let plan = ctx.sql(&format!("EXPLAIN {sql}")).await.unwrap();
-        let plan = plan.collect().await.unwrap();
-        (
-            pretty_format_batches(&batches).unwrap().to_string(),
-            pretty_format_batches(&plan).unwrap().to_string(),
-        )
-    }
 
     fn context(rule: bool) -> SessionContext {
         let mut state = SessionStateBuilder::new().with_default_features();
