@@ -35,18 +35,22 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 mod aggregate;
+mod dates;
 mod scan;
 mod spill;
 #[cfg(test)]
 mod testing;
 mod text_eq;
 pub use aggregate::{PartitionRunAggregate, RunAggregateExec};
+pub use dates::{FastDatePart, FastExtract};
 pub use spill::PartitionedAppend;
 pub use text_eq::{InlineTextEq, InlineTextEquality};
 
-/// A query session over lake tables: DataFusion's defaults plus the lake's own physical
-/// rules: [`PartitionRunAggregate`] (grouping by partition columns without hashing rows) and
-/// [`InlineTextEquality`] (comparing text with a short literal by its views).
+/// A query session over lake tables: DataFusion's defaults plus the lake's own rules and
+/// functions:
+/// - [`PartitionRunAggregate`] (physical): grouping by partition columns without hashing rows;
+/// - [`InlineTextEquality`] (physical): comparing text with a short literal by its views;
+/// - [`FastDatePart`]: `date_part` and `EXTRACT` ([`FastExtract`]) on dates without chrono.
 pub fn session(
     config: datafusion::prelude::SessionConfig,
     runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
@@ -54,12 +58,18 @@ pub fn session(
     let state = datafusion::execution::session_state::SessionStateBuilder::new()
         .with_config(config)
         .with_runtime_env(runtime)
+        // Before DataFusion's planners, which the defaults append: the first one to plan
+        // `EXTRACT` wins.
+        .with_expr_planners(vec![Arc::new(FastExtract)])
         .with_default_features()
         // Text comparisons first: the run aggregate may take a filter inside itself.
         .with_physical_optimizer_rule(Arc::new(InlineTextEquality))
         .with_physical_optimizer_rule(Arc::new(PartitionRunAggregate))
         .build();
-    datafusion::prelude::SessionContext::new_with_state(state)
+    let ctx = datafusion::prelude::SessionContext::new_with_state(state);
+    // Replaces DataFusion's `date_part` (and its alias) in the function registry.
+    ctx.register_udf(FastDatePart::udf().as_ref().clone());
+    ctx
 }
 
 #[derive(Debug, thiserror::Error)]
