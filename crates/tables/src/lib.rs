@@ -35,6 +35,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 mod aggregate;
+mod case_group;
 mod dates;
 mod scan;
 mod spill;
@@ -42,6 +43,7 @@ mod spill;
 mod testing;
 mod text_eq;
 pub use aggregate::{PartitionRunAggregate, RunAggregateExec};
+pub use case_group::CaseGroupLabels;
 pub use dates::{FastDatePart, FastExtract};
 pub use spill::PartitionedAppend;
 pub use text_eq::{InlineTextEq, InlineTextEquality};
@@ -50,6 +52,7 @@ pub use text_eq::{InlineTextEq, InlineTextEquality};
 /// functions:
 /// - [`PartitionRunAggregate`] (physical): grouping by partition columns without hashing rows;
 /// - [`InlineTextEquality`] (physical): comparing text with a short literal by its views;
+/// - [`CaseGroupLabels`] (logical): grouping by a bucketing `CASE` on the buckets' numbers;
 /// - [`FastDatePart`]: `date_part` and `EXTRACT` ([`FastExtract`]) on dates without chrono.
 pub fn session(
     config: datafusion::prelude::SessionConfig,
@@ -62,6 +65,7 @@ pub fn session(
         // `EXTRACT` wins.
         .with_expr_planners(vec![Arc::new(FastExtract)])
         .with_default_features()
+        .with_optimizer_rule(Arc::new(CaseGroupLabels))
         // Text comparisons first: the run aggregate may take a filter inside itself.
         .with_physical_optimizer_rule(Arc::new(InlineTextEquality))
         .with_physical_optimizer_rule(Arc::new(PartitionRunAggregate))
