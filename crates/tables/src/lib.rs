@@ -42,16 +42,19 @@ mod spill;
 #[cfg(test)]
 mod testing;
 mod text_eq;
+mod view_group;
 pub use aggregate::{PartitionRunAggregate, RunAggregateExec};
 pub use case_group::CaseGroupLabels;
 pub use dates::{FastDatePart, FastExtract};
 pub use spill::PartitionedAppend;
 pub use text_eq::{InlineTextEq, InlineTextEquality};
+pub use view_group::{ViewGroupAggregate, ViewGroupAggregateExec};
 
 /// A query session over lake tables: DataFusion's defaults plus the lake's own rules and
 /// functions:
 /// - [`PartitionRunAggregate`] (physical): grouping by partition columns without hashing rows;
 /// - [`InlineTextEquality`] (physical): comparing text with a short literal by its views;
+/// - [`ViewGroupAggregate`] (physical): grouping by one text column by its views;
 /// - [`CaseGroupLabels`] (logical): grouping by a bucketing `CASE` on the buckets' numbers;
 /// - [`FastDatePart`]: `date_part` and `EXTRACT` ([`FastExtract`]) on dates without chrono.
 pub fn session(
@@ -69,6 +72,7 @@ pub fn session(
         // Text comparisons first: the run aggregate may take a filter inside itself.
         .with_physical_optimizer_rule(Arc::new(InlineTextEquality))
         .with_physical_optimizer_rule(Arc::new(PartitionRunAggregate))
+        .with_physical_optimizer_rule(Arc::new(ViewGroupAggregate))
         .build();
     let ctx = datafusion::prelude::SessionContext::new_with_state(state);
     // Replaces DataFusion's `date_part` (and its alias) in the function registry.

@@ -1,0 +1,519 @@
+//! Partial aggregation by one text column, keyed by its views.
+//!
+//! Grouping by one text column (`GROUP BY product_id`) is a common dashboard shape. DataFusion's
+//! partial aggregate hashes each row's bytes and compares them with the group's: a seventh
+//! of the top-products query at 10M rows. Ids are short, and a `Utf8View` value of up to 12
+//! bytes is stored whole in its 16-byte view (length, then the bytes, zero-padded), so two
+//! such values are equal exactly when their views are: the view itself is the key, hashed as
+//! one 128-bit number. [`ViewGroupAggregate`] replaces such a partial aggregate with
+//! [`ViewGroupAggregateExec`], which finds each row's group that way (longer values by their
+//! bytes, in a second map) and feeds DataFusion's own group accumulators. Its output is the
+//! partial aggregate's, so the final aggregate above is unchanged. It emits its groups and
+//! starts afresh past [`EMIT_AT`] groups, as a partial aggregate may, so its memory stays
+//! bounded however many groups there are.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringViewBuilder};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::internal_err;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::error::Result;
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, InputOrderMode, PlanProperties,
+    SendableRecordBatchStream,
+};
+use futures::StreamExt;
+
+/// Past this many groups a partition emits its partial states and starts afresh (in tests,
+/// soon, so that they emit many times).
+pub const EMIT_AT: usize = if cfg!(test) { 1000 } else { 1 << 16 };
+
+/// The longest text a view holds inline.
+const INLINE: u32 = 12;
+
+/// The physical optimizer rule: a plain partial aggregate grouped by one `Utf8View` column,
+/// with aggregates that have group accumulators, becomes a [`ViewGroupAggregateExec`]. Added
+/// after [`crate::PartitionRunAggregate`], which takes partition columns.
+#[derive(Debug, Default)]
+pub struct ViewGroupAggregate;
+
+impl PhysicalOptimizerRule for ViewGroupAggregate {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        plan.transform_up(|node| {
+            if node
+                .downcast_ref::<AggregateExec>()
+                .is_some_and(groups_by_one_text_column)
+            {
+                Ok(Transformed::yes(
+                    Arc::new(ViewGroupAggregateExec::new(node)?) as Arc<dyn ExecutionPlan>,
+                ))
+            } else {
+                Ok(Transformed::no(node))
+            }
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "view_group_aggregate"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// Whether `agg` is a plain partial aggregate (no grouping sets, per-aggregate filters,
+/// ordered aggregates, limits or sorted input) grouped by a single `Utf8View` column, whose
+/// aggregates all have group accumulators.
+fn groups_by_one_text_column(agg: &AggregateExec) -> bool {
+    let group = agg.group_expr();
+    let input = agg.input().schema();
+    *agg.mode() == AggregateMode::Partial
+        && group.is_single()
+        && agg.limit_options().is_none()
+        && agg.dynamic_expressions_produced().is_empty()
+        && *agg.input_order_mode() == InputOrderMode::Linear
+        && agg.filter_expr().iter().all(Option::is_none)
+        && agg
+            .aggr_expr()
+            .iter()
+            .all(|a| a.order_bys().is_empty() && a.groups_accumulator_supported())
+        && matches!(group.expr(), [(key, _)] if key.downcast_ref::<Column>().is_some_and(|c| {
+            c.index() < input.fields().len()
+                && input.field(c.index()).data_type() == &DataType::Utf8View
+        }))
+}
+
+/// A partial aggregate by one text column that finds groups by their views.
+/// Output: the schema of the partial `AggregateExec` it replaces.
+#[derive(Debug)]
+pub struct ViewGroupAggregateExec {
+    /// The partial `AggregateExec` replaced: its expressions, schema, input and properties.
+    agg: Arc<dyn ExecutionPlan>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl ViewGroupAggregateExec {
+    fn new(agg: Arc<dyn ExecutionPlan>) -> Result<ViewGroupAggregateExec> {
+        if agg.downcast_ref::<AggregateExec>().is_none() {
+            return internal_err!("ViewGroupAggregateExec replaces an AggregateExec");
+        }
+        Ok(ViewGroupAggregateExec {
+            agg,
+            metrics: ExecutionPlanMetricsSet::new(),
+        })
+    }
+
+    fn aggregate(&self) -> &AggregateExec {
+        self.agg
+            .downcast_ref::<AggregateExec>()
+            .expect("checked in new")
+    }
+}
+
+impl DisplayAs for ViewGroupAggregateExec {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let agg = self.aggregate();
+        let keys: Vec<String> = agg
+            .group_expr()
+            .expr()
+            .iter()
+            .map(|(e, alias)| format!("{e} as {alias}"))
+            .collect();
+        let aggr: Vec<&str> = agg.aggr_expr().iter().map(|a| a.name()).collect();
+        match t {
+            DisplayFormatType::Default | DisplayFormatType::Verbose => write!(
+                f,
+                "ViewGroupAggregateExec: mode=Partial, gby=[{}], aggr=[{}]",
+                keys.join(", "),
+                aggr.join(", ")
+            ),
+            DisplayFormatType::TreeRender => {
+                writeln!(f, "gby={}", keys.join(", "))?;
+                write!(f, "aggr={}", aggr.join(", "))
+            }
+        }
+    }
+}
+
+impl ExecutionPlan for ViewGroupAggregateExec {
+    fn name(&self) -> &'static str {
+        "ViewGroupAggregateExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.agg.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![self.aggregate().input()]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        self.agg.apply_expressions(f)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+        options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let agg = Arc::clone(&self.agg).replace_children(children, options)?;
+        Ok(Arc::new(ViewGroupAggregateExec::new(agg)?))
+    }
+
+    #[allow(deprecated)]
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let agg = self.aggregate();
+        let input = agg.input().execute(partition, context)?;
+        let mut groups = Groups::new(agg)?;
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
+        // `None` marks the end of the input: the groups left are emitted then.
+        let batches = input
+            .map(Some)
+            .chain(futures::stream::iter([None]))
+            .filter_map(move |item| {
+                let _timer = baseline.elapsed_compute().timer();
+                let out = match item {
+                    Some(Err(e)) => Some(Err(e)),
+                    Some(Ok(batch)) => match groups.absorb(&batch) {
+                        Ok(()) if groups.len() >= EMIT_AT => groups.emit().transpose(),
+                        Ok(()) => None,
+                        Err(e) => Some(Err(e)),
+                    },
+                    None => groups.emit().transpose(),
+                };
+                if let Some(Ok(batch)) = &out {
+                    baseline.record_output(batch.num_rows());
+                }
+                std::future::ready(out)
+            });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            agg.schema(),
+            batches,
+        )))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}
+
+/// Groups of inline views: open addressing with linear probing over a power-of-two table
+/// kept at most half full, so that finding a row's group is one multiply and, nearly always,
+/// one comparison. (A general hash map spent as long on this as DataFusion's byte hashing.)
+struct InlineGroups {
+    views: Vec<u128>,
+    groups: Vec<u32>,
+    len: usize,
+}
+
+impl InlineGroups {
+    /// Marks a free slot (group numbers stay below [`EMIT_AT`]).
+    const FREE: u32 = u32::MAX;
+
+    fn with_slots(slots: usize) -> InlineGroups {
+        InlineGroups {
+            views: vec![0; slots],
+            groups: vec![Self::FREE; slots],
+            len: 0,
+        }
+    }
+
+    /// A slot for `view`: a folded multiply of its two halves. The keys are the lake's own
+    /// values, so there is no adversary to resist, only clustering to avoid.
+    #[inline]
+    fn hash(view: u128) -> usize {
+        let lo = (view as u64) ^ 0x243f_6a88_85a3_08d3;
+        let hi = ((view >> 64) as u64) ^ 0x1319_8a2e_0370_7344;
+        let product = u128::from(lo) * u128::from(hi);
+        ((product as u64) ^ ((product >> 64) as u64)) as usize
+    }
+
+    /// The group of `view`; a view not seen before gets `new()`.
+    #[inline]
+    fn find_or_insert(&mut self, view: u128, new: impl FnOnce() -> usize) -> usize {
+        let mask = self.groups.len() - 1;
+        let mut at = Self::hash(view) & mask;
+        loop {
+            let group = self.groups[at];
+            if group == Self::FREE {
+                break;
+            }
+            if self.views[at] == view {
+                return group as usize;
+            }
+            at = (at + 1) & mask;
+        }
+        if 2 * (self.len + 1) > self.groups.len() {
+            self.grow();
+            return self.find_or_insert(view, new);
+        }
+        let group = new();
+        self.views[at] = view;
+        self.groups[at] = group as u32;
+        self.len += 1;
+        group
+    }
+
+    fn grow(&mut self) {
+        let old = std::mem::replace(self, InlineGroups::with_slots(2 * self.groups.len()));
+        for (view, group) in old.views.into_iter().zip(old.groups) {
+            if group != Self::FREE {
+                self.find_or_insert(view, || group as usize);
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.groups.fill(Self::FREE);
+        self.len = 0;
+    }
+}
+
+/// One partition's groups: their keys, where to find them, and their accumulators.
+struct Groups {
+    key: Arc<dyn PhysicalExpr>,
+    aggs: Vec<Arc<AggregateFunctionExpr>>,
+    args: Vec<Vec<Arc<dyn PhysicalExpr>>>,
+    accumulators: Vec<Box<dyn GroupsAccumulator>>,
+    /// Groups of values of up to 12 bytes, by view; of longer values, by bytes; of null.
+    inline: InlineGroups,
+    long: HashMap<Box<[u8]>, usize>,
+    null: Option<usize>,
+    /// Each group's value, in group order.
+    values: StringViewBuilder,
+    count: usize,
+    /// Each row's group, for the batch at hand.
+    indices: Vec<usize>,
+    schema: SchemaRef,
+}
+
+impl Groups {
+    fn new(agg: &AggregateExec) -> Result<Groups> {
+        let aggs = agg.aggr_expr().to_vec();
+        let accumulators = aggs
+            .iter()
+            .map(|a| a.create_groups_accumulator())
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Groups {
+            key: Arc::clone(&agg.group_expr().expr()[0].0),
+            args: aggs.iter().map(|a| a.expressions()).collect(),
+            aggs,
+            accumulators,
+            inline: InlineGroups::with_slots(1024),
+            long: HashMap::new(),
+            null: None,
+            values: StringViewBuilder::new(),
+            count: 0,
+            indices: Vec::new(),
+            schema: agg.schema(),
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.count
+    }
+
+    fn absorb(&mut self, batch: &RecordBatch) -> Result<()> {
+        let rows = batch.num_rows();
+        if rows == 0 {
+            return Ok(());
+        }
+        let keys = self.key.evaluate(batch)?.into_array(rows)?;
+        let Some(keys) = keys.as_string_view_opt() else {
+            return internal_err!("the group key {} gave {}", self.key, keys.data_type());
+        };
+        self.indices.clear();
+        self.indices.reserve(rows);
+        for (row, view) in keys.views().iter().enumerate() {
+            let group = if keys.is_null(row) {
+                match self.null {
+                    Some(group) => group,
+                    None => {
+                        self.values.append_null();
+                        *self.null.insert(new_group(&mut self.count))
+                    }
+                }
+            } else if (*view as u32) <= INLINE {
+                let (values, count) = (&mut self.values, &mut self.count);
+                self.inline.find_or_insert(*view, || {
+                    values.append_value(keys.value(row));
+                    new_group(count)
+                })
+            } else {
+                let value = keys.value(row);
+                match self.long.get(value.as_bytes()) {
+                    Some(group) => *group,
+                    None => {
+                        self.values.append_value(value);
+                        let group = new_group(&mut self.count);
+                        self.long.insert(value.as_bytes().into(), group);
+                        group
+                    }
+                }
+            };
+            self.indices.push(group);
+        }
+        for (acc, exprs) in self.accumulators.iter_mut().zip(&self.args) {
+            let values = exprs
+                .iter()
+                .map(|e| e.evaluate(batch)?.into_array(rows))
+                .collect::<Result<Vec<ArrayRef>>>()?;
+            acc.update_batch(&values, &self.indices, None, self.count)?;
+        }
+        Ok(())
+    }
+
+    /// Every group's key and partial states as a batch (if there are groups), and no groups.
+    fn emit(&mut self) -> Result<Option<RecordBatch>> {
+        if self.count == 0 {
+            return Ok(None);
+        }
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(self.values.finish())];
+        for acc in &mut self.accumulators {
+            columns.extend(acc.state(EmitTo::All)?);
+        }
+        self.accumulators = self
+            .aggs
+            .iter()
+            .map(|a| a.create_groups_accumulator())
+            .collect::<Result<Vec<_>>>()?;
+        self.inline.clear();
+        self.long.clear();
+        self.null = None;
+        self.count = 0;
+        Ok(Some(RecordBatch::try_new(self.schema.clone(), columns)?))
+    }
+}
+
+/// The next group's number.
+fn new_group(count: &mut usize) -> usize {
+    *count += 1;
+    *count - 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EMIT_AT;
+    use crate::testing::run;
+    use datafusion::arrow::array::{Int64Array, RecordBatch, StringViewArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::datasource::MemTable;
+    use datafusion::prelude::SessionContext;
+    use std::sync::Arc;
+
+    /// Rows with short keys, keys of 12 and 13 bytes, keys that differ only past the 12th
+    /// byte or by a trailing zero byte, nulls, and enough distinct keys to emit early.
+    fn rows() -> RecordBatch {
+        let mut keys: Vec<Option<String>> = Vec::new();
+        let mut amounts = Vec::new();
+        let distinct = 20 * EMIT_AT as i64;
+        for i in 0..3 * distinct {
+            let key = match i % 9 {
+                0 => None,
+                1 => Some(format!("P{:04}", i % 50)),
+                2 => Some("exactly12byt".to_string()),
+                3 => Some("thirteen byte".to_string()),
+                4 => Some(format!("a long product name {}", i % 3)),
+                5 => Some("P0001\0".to_string()),
+                6 => Some("".to_string()),
+                _ => Some(format!("C{}", i % distinct)),
+            };
+            keys.push(key);
+            amounts.push(if i % 11 == 0 { None } else { Some(i % 997) });
+        }
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8View, true),
+            Field::new("amount", DataType::Int64, true),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringViewArray::from(keys)),
+                Arc::new(Int64Array::from(amounts)),
+            ],
+        )
+        .unwrap()
+    }
+
+    /// Grouping by one text column gives DataFusion's answers; the plan uses the views.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn groups_by_views_as_the_hash_aggregate_does() {
+        let with = crate::session(Default::default(), Default::default());
+        let without = SessionContext::new();
+        let batch = rows();
+        for ctx in [&with, &without] {
+            // Several batches, so each partition sees many.
+            let batches = (0..batch.num_rows())
+                .step_by(4096)
+                .map(|at| batch.slice(at, 4096.min(batch.num_rows() - at)))
+                .collect();
+            let table = MemTable::try_new(batch.schema(), vec![batches]).unwrap();
+            ctx.register_table("t", Arc::new(table)).unwrap();
+        }
+        let queries = [
+            "SELECT k, COUNT(*) AS n, SUM(amount) AS s, MIN(amount) AS lo, AVG(amount) AS mean, \
+             COUNT(amount) AS c FROM t GROUP BY k ORDER BY k NULLS FIRST",
+            "SELECT k, COUNT(*) AS n FROM t WHERE amount > 500 GROUP BY k \
+             ORDER BY n DESC, k LIMIT 10",
+            "SELECT COUNT(*) AS groups, SUM(n) AS rows FROM \
+             (SELECT k, COUNT(*) AS n FROM t GROUP BY k)",
+            // DISTINCT groups by key and value first, then by key on the result.
+            "SELECT k, COUNT(DISTINCT amount) AS d FROM t GROUP BY k ORDER BY d DESC, k LIMIT 5",
+        ];
+        for sql in queries {
+            let (ours, plan) = run(&with, sql).await;
+            let (theirs, _) = run(&without, sql).await;
+            assert_eq!(ours, theirs, "{sql}\n{plan}");
+            assert!(plan.contains("ViewGroupAggregateExec"), "{sql}\n{plan}");
+        }
+        // Two keys, a key that is an expression, a key that is not text and an ordered
+        // aggregate keep DataFusion's aggregate.
+        for sql in [
+            "SELECT k, amount % 2 AS odd, COUNT(*) FROM t GROUP BY k, amount % 2",
+            "SELECT lower(k), COUNT(*) FROM t GROUP BY lower(k)",
+            "SELECT amount, COUNT(*) FROM t GROUP BY amount",
+            "SELECT k, first_value(amount ORDER BY amount) FROM t GROUP BY k",
+        ] {
+            let (_, plan) = run(&with, sql).await;
+            assert!(!plan.contains("ViewGroupAggregateExec"), "{sql}\n{plan}");
+        }
+    }
+}
