@@ -59,11 +59,17 @@ impl OptimizerRule for CaseGroupLabels {
                     .map_or_else(|| expr.clone(), |b| b.numbered.clone())
             })
             .collect();
+        // Two buckets with the same conditions but other labels number alike, and the
+        // aggregate keeps one of equal keys: such a grouping is left as it is.
         let numbered = Aggregate::try_new(
             Arc::clone(&aggregate.input),
             group_expr,
             aggregate.aggr_expr.clone(),
-        )?;
+        );
+        let numbered = match numbered {
+            Ok(n) if n.schema.fields().len() == aggregate.schema.fields().len() => n,
+            _ => return Ok(Transformed::no(LogicalPlan::Aggregate(aggregate))),
+        };
         // The aggregate's columns in their order: the groups first, then the aggregates.
         let columns = (0..aggregate.schema.fields().len())
             .map(|i| {
@@ -226,6 +232,10 @@ mod tests {
             assert!(plan.contains("THEN Int32(0)"), "{sql}\n{plan}");
         }
         let left = [
+            // The same condition twice with other labels: the numbered CASEs would clash.
+            "SELECT CASE WHEN d > 10 THEN 'big' ELSE 'small' END AS b, \
+                    CASE WHEN d > 10 THEN 'large' ELSE 'little' END AS c, COUNT(*) AS n \
+             FROM t GROUP BY 1, 2 ORDER BY 1, 2",
             // A THEN NULL next to an ELSE label would need a null number.
             "SELECT CASE WHEN d > 10 THEN NULL ELSE 'small' END AS b, COUNT(*) AS n FROM t \
              GROUP BY 1 ORDER BY 1 NULLS FIRST",
