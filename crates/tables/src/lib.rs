@@ -345,14 +345,20 @@ impl Tables {
             .and_then(|t| t.version())
             .map(|v| v as i64))
     }
+    /// Row groups of 122,880 rows (DuckDB's default): a write through delta-rs keeps every
+    /// partition's writer open, each holding at most one row group being encoded, so memory
+    /// does not grow with the input.
     fn writer_properties() -> WriterProperties {
+        Self::writer_properties_with(122_880)
+    }
+
+    /// zstd Parquet in row groups of up to `rows` rows.
+    fn writer_properties_with(rows: usize) -> WriterProperties {
         WriterProperties::builder()
             .set_compression(Compression::ZSTD(
                 ZstdLevel::try_new(3).expect("valid zstd level"),
             ))
-            // Row groups of 122,880 rows (DuckDB's default): every open partition holds at
-            // most one row group being encoded, so memory does not grow with the input.
-            .set_max_row_group_row_count(Some(122_880))
+            .set_max_row_group_row_count(Some(rows))
             .build()
     }
 
