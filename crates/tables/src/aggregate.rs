@@ -59,20 +59,10 @@ impl PhysicalOptimizerRule for PartitionRunAggregate {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_up(|node| {
-            if node
-                .downcast_ref::<AggregateExec>()
-                .is_some_and(groups_by_partitions)
-            {
-                let fused = node.children().first().is_some_and(|c| fusable(c));
-                Ok(Transformed::yes(
-                    Arc::new(RunAggregateExec::new(node, fused)?) as Arc<dyn ExecutionPlan>,
-                ))
-            } else {
-                Ok(Transformed::no(node))
-            }
+        replace_aggregates(plan, groups_by_partitions, |node| {
+            let fused = node.children().first().is_some_and(|c| fusable(c));
+            Ok(Arc::new(RunAggregateExec::new(node, fused)?))
         })
-        .map(|t| t.data)
     }
 
     fn name(&self) -> &str {
@@ -84,18 +74,52 @@ impl PhysicalOptimizerRule for PartitionRunAggregate {
     }
 }
 
-/// Whether `agg` is a plain partial aggregate (no grouping sets, per-aggregate filters,
-/// ordered aggregates, limits or sorted input) whose every key is a partition column.
-fn groups_by_partitions(agg: &AggregateExec) -> bool {
-    let group = agg.group_expr();
+/// `plan` with every aggregate that `matches` replaced by `replace(aggregate)`.
+pub(crate) fn replace_aggregates(
+    plan: Arc<dyn ExecutionPlan>,
+    matches: fn(&AggregateExec) -> bool,
+    replace: impl Fn(Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    plan.transform_up(|node| {
+        if node.downcast_ref::<AggregateExec>().is_some_and(matches) {
+            Ok(Transformed::yes(replace(node)?))
+        } else {
+            Ok(Transformed::no(node))
+        }
+    })
+    .map(|t| t.data)
+}
+
+/// Whether `agg` is a plain partial aggregate: no grouping sets, per-aggregate filters,
+/// ordered aggregates, limits or sorted input.
+pub(crate) fn plain_partial(agg: &AggregateExec) -> bool {
     *agg.mode() == AggregateMode::Partial
-        && group.is_single()
-        && !group.expr().is_empty()
+        && agg.group_expr().is_single()
         && agg.limit_options().is_none()
         && agg.dynamic_expressions_produced().is_empty()
         && *agg.input_order_mode() == InputOrderMode::Linear
         && agg.filter_expr().iter().all(Option::is_none)
         && agg.aggr_expr().iter().all(|a| a.order_bys().is_empty())
+}
+
+/// A partial aggregate's keys (`expr as name`) and aggregates, as its replacements show them.
+pub(crate) fn keys_and_aggregates(agg: &AggregateExec) -> (String, String) {
+    let keys: Vec<String> = agg
+        .group_expr()
+        .expr()
+        .iter()
+        .map(|(e, alias)| format!("{e} as {alias}"))
+        .collect();
+    let aggr: Vec<&str> = agg.aggr_expr().iter().map(|a| a.name()).collect();
+    (keys.join(", "), aggr.join(", "))
+}
+
+/// Whether `agg` is a [plain partial](plain_partial) aggregate whose every key is a
+/// partition column.
+fn groups_by_partitions(agg: &AggregateExec) -> bool {
+    let group = agg.group_expr();
+    plain_partial(agg)
+        && !group.expr().is_empty()
         && group.expr().iter().all(|(expr, _)| {
             expr.downcast_ref::<Column>()
                 .is_some_and(|c| is_partition_column(agg.input(), c.index()))
@@ -197,21 +221,12 @@ fn fusable(plan: &Arc<dyn ExecutionPlan>) -> bool {
 
 impl DisplayAs for RunAggregateExec {
     fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let agg = self.aggregate();
-        let keys: Vec<String> = agg
-            .group_expr()
-            .expr()
-            .iter()
-            .map(|(e, alias)| format!("{e} as {alias}"))
-            .collect();
-        let aggr: Vec<&str> = agg.aggr_expr().iter().map(|a| a.name()).collect();
+        let (keys, aggr) = keys_and_aggregates(self.aggregate());
         match t {
             DisplayFormatType::Default | DisplayFormatType::Verbose => {
                 write!(
                     f,
-                    "RunAggregateExec: mode=Partial, gby=[{}], aggr=[{}]",
-                    keys.join(", "),
-                    aggr.join(", ")
+                    "RunAggregateExec: mode=Partial, gby=[{keys}], aggr=[{aggr}]"
                 )?;
                 if let Some(filter) = self.filter() {
                     write!(f, ", filter={}", filter.predicate())?;
@@ -222,8 +237,8 @@ impl DisplayAs for RunAggregateExec {
                 Ok(())
             }
             DisplayFormatType::TreeRender => {
-                writeln!(f, "gby={}", keys.join(", "))?;
-                write!(f, "aggr={}", aggr.join(", "))?;
+                writeln!(f, "gby={keys}")?;
+                write!(f, "aggr={aggr}")?;
                 if let Some(filter) = self.filter() {
                     write!(f, "\nfilter={}", filter.predicate())?;
                 }
@@ -531,7 +546,7 @@ impl Runs {
 
 #[cfg(test)]
 mod tests {
-    use crate::testing::{partitioned_rows, partitioned_schema, run, temp_tables};
+    use crate::testing::{partitioned_rows, partitioned_schema, run, same_answer, temp_tables};
     use crate::{TableId, WriteMode};
     use datafusion::execution::runtime_env::RuntimeEnv;
     use datafusion::prelude::{SessionConfig, SessionContext};
@@ -603,10 +618,7 @@ mod tests {
             .map(|q| (q, true))
             .chain(others.iter().map(|q| (q, false)))
         {
-            let (expected, plain_plan) = run(&plain, sql).await;
-            assert!(!plain_plan.contains("RunAggregateExec"));
-            let (got, plan) = run(&ours, sql).await;
-            assert_eq!(got, expected, "{sql}");
+            let plan = same_answer(&plain, &ours, sql, "RunAggregateExec").await;
             if !sql.contains("month = 7") {
                 assert_eq!(plan.contains("RunAggregateExec"), replaced, "{sql}\n{plan}");
             }

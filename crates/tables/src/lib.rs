@@ -76,7 +76,9 @@ pub fn session(
         .build();
     let ctx = datafusion::prelude::SessionContext::new_with_state(state);
     // Replaces DataFusion's `date_part` (and its alias) in the function registry.
-    ctx.register_udf(FastDatePart::udf().as_ref().clone());
+    ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(
+        FastDatePart::new(),
+    ));
     ctx
 }
 

@@ -63,3 +63,18 @@ pub async fn run(ctx: &SessionContext, sql: &str) -> (String, String) {
         pretty_format_batches(&plan).unwrap().to_string(),
     )
 }
+
+/// `ours`'s plan for `sql`, after checking that its answer is `plain`'s and that `plain`'s
+/// plan does not show `marker` (the mark of the rule under test).
+pub async fn same_answer(
+    plain: &SessionContext,
+    ours: &SessionContext,
+    sql: &str,
+    marker: &str,
+) -> String {
+    let (expected, plain_plan) = run(plain, sql).await;
+    assert!(!plain_plan.contains(marker));
+    let (got, plan) = run(ours, sql).await;
+    assert_eq!(got, expected, "{sql}");
+    plan
+}

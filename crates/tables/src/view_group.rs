@@ -20,7 +20,7 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringView
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::internal_err;
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::Result;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
@@ -28,15 +28,16 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
-use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, InputOrderMode, PlanProperties,
-    SendableRecordBatchStream,
+    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
 };
 use futures::StreamExt;
+
+use crate::aggregate::{keys_and_aggregates, plain_partial, replace_aggregates};
 
 /// Past this many groups a partition emits its partial states and starts afresh (in tests,
 /// soon, so that they emit many times).
@@ -57,19 +58,9 @@ impl PhysicalOptimizerRule for ViewGroupAggregate {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_up(|node| {
-            if node
-                .downcast_ref::<AggregateExec>()
-                .is_some_and(groups_by_one_text_column)
-            {
-                Ok(Transformed::yes(
-                    Arc::new(ViewGroupAggregateExec::new(node)?) as Arc<dyn ExecutionPlan>,
-                ))
-            } else {
-                Ok(Transformed::no(node))
-            }
+        replace_aggregates(plan, groups_by_one_text_column, |node| {
+            Ok(Arc::new(ViewGroupAggregateExec::new(node)?))
         })
-        .map(|t| t.data)
     }
 
     fn name(&self) -> &str {
@@ -81,23 +72,16 @@ impl PhysicalOptimizerRule for ViewGroupAggregate {
     }
 }
 
-/// Whether `agg` is a plain partial aggregate (no grouping sets, per-aggregate filters,
-/// ordered aggregates, limits or sorted input) grouped by a single `Utf8View` column, whose
-/// aggregates all have group accumulators.
+/// Whether `agg` is a [plain partial](crate::aggregate::plain_partial) aggregate grouped by
+/// a single `Utf8View` column, whose aggregates all have group accumulators.
 fn groups_by_one_text_column(agg: &AggregateExec) -> bool {
-    let group = agg.group_expr();
     let input = agg.input().schema();
-    *agg.mode() == AggregateMode::Partial
-        && group.is_single()
-        && agg.limit_options().is_none()
-        && agg.dynamic_expressions_produced().is_empty()
-        && *agg.input_order_mode() == InputOrderMode::Linear
-        && agg.filter_expr().iter().all(Option::is_none)
+    plain_partial(agg)
         && agg
             .aggr_expr()
             .iter()
-            .all(|a| a.order_bys().is_empty() && a.groups_accumulator_supported())
-        && matches!(group.expr(), [(key, _)] if key.downcast_ref::<Column>().is_some_and(|c| {
+            .all(|a| a.groups_accumulator_supported())
+        && matches!(agg.group_expr().expr(), [(key, _)] if key.downcast_ref::<Column>().is_some_and(|c| {
             c.index() < input.fields().len()
                 && input.field(c.index()).data_type() == &DataType::Utf8View
         }))
@@ -132,25 +116,13 @@ impl ViewGroupAggregateExec {
 
 impl DisplayAs for ViewGroupAggregateExec {
     fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let agg = self.aggregate();
-        let keys: Vec<String> = agg
-            .group_expr()
-            .expr()
-            .iter()
-            .map(|(e, alias)| format!("{e} as {alias}"))
-            .collect();
-        let aggr: Vec<&str> = agg.aggr_expr().iter().map(|a| a.name()).collect();
+        let (keys, aggr) = keys_and_aggregates(self.aggregate());
         match t {
             DisplayFormatType::Default | DisplayFormatType::Verbose => write!(
                 f,
-                "ViewGroupAggregateExec: mode=Partial, gby=[{}], aggr=[{}]",
-                keys.join(", "),
-                aggr.join(", ")
+                "ViewGroupAggregateExec: mode=Partial, gby=[{keys}], aggr=[{aggr}]"
             ),
-            DisplayFormatType::TreeRender => {
-                writeln!(f, "gby={}", keys.join(", "))?;
-                write!(f, "aggr={}", aggr.join(", "))
-            }
+            DisplayFormatType::TreeRender => write!(f, "gby={keys}\naggr={aggr}"),
         }
     }
 }
