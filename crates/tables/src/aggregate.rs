@@ -383,17 +383,43 @@ fn constant(array: &dyn Array) -> bool {
         return false;
     }
     let data = array.to_data();
+    // 16-byte values as pairs of words (a `u128` comparison is not vectorised).
+    let pairs = || {
+        let bytes = data.buffers()[0].slice_with_length(16 * data.offset(), 16 * len);
+        same_pairs(bytes.typed_data::<u64>())
+    };
     match array.data_type() {
-        DataType::Utf8View | DataType::BinaryView => same(&data.buffer::<u128>(0)[..len]),
+        DataType::Utf8View | DataType::BinaryView => pairs(),
         t => match t.primitive_width() {
             Some(1) => same(&data.buffer::<u8>(0)[..len]),
             Some(2) => same(&data.buffer::<u16>(0)[..len]),
             Some(4) => same(&data.buffer::<u32>(0)[..len]),
             Some(8) => same(&data.buffer::<u64>(0)[..len]),
-            Some(16) => same(&data.buffer::<u128>(0)[..len]),
+            Some(16) => pairs(),
             _ => false,
         },
     }
+}
+
+/// Whether the 16-byte values held as `words` (two words each) are all equal: every value
+/// XORed with the first, ORed together, gives zero. Eight words at a time against the first
+/// value repeated, so that it is vectorised; a block that differs ends the search.
+fn same_pairs(words: &[u64]) -> bool {
+    let first: [u64; 8] = std::array::from_fn(|i| words[i % 2]);
+    words.chunks(1024).all(|block| {
+        let mut eights = block.chunks_exact(8);
+        let mut diff = 0u64;
+        for eight in &mut eights {
+            for (w, f) in eight.iter().zip(&first) {
+                diff |= w ^ f;
+            }
+        }
+        // The remainder starts at an even word, a value's first half.
+        for (w, f) in eights.remainder().iter().zip(&first) {
+            diff |= w ^ f;
+        }
+        diff == 0
+    })
 }
 
 /// A run's key values and its accumulators.
@@ -647,7 +673,9 @@ mod tests {
     #[test]
     fn a_batch_is_one_run_only_when_its_values_are_all_the_same() {
         use super::{constant, runs};
-        use datafusion::arrow::array::{ArrayRef, BooleanArray, Int32Array, StringViewArray};
+        use datafusion::arrow::array::{
+            ArrayRef, BooleanArray, Decimal128Array, Int32Array, StringViewArray,
+        };
         use datafusion::common::ScalarValue;
         let long = "a value longer than twelve bytes";
         let views = |v: &[Option<&str>]| StringViewArray::from(v.to_vec());
@@ -670,6 +698,33 @@ mod tests {
         // Some nulls, or a layout it does not read: "not shown", left to the comparison.
         assert!(!constant(&views(&[Some("East"), None])));
         assert!(!constant(&BooleanArray::from(vec![true, true])));
+
+        // 16-byte values are read as word pairs, in blocks: a difference in either half of
+        // any value (low word: length and first bytes; high word: bytes 5 to 12) is seen, at
+        // the start, inside a block, past one or in the remainder, and a slice reads only its
+        // own rows.
+        let n = 1500;
+        for (same, other) in [("East", "Easu"), ("abcdefghijkl", "abcdefghijkm")] {
+            let repeated = ScalarValue::Utf8View(Some(same.into())).to_array_of_size(n);
+            assert!(constant(&repeated.unwrap()));
+            for at in [0, 1, 7, 8, 511, 512, 1024, 1495, 1499] {
+                let mut rows = vec![same; n];
+                rows[at] = other;
+                let array = StringViewArray::from_iter_values(rows);
+                assert!(!constant(&array), "{same} vs {other} at {at}");
+                assert!(constant(&array.slice(at + 1, n - at - 1)), "after {at}");
+                if at > 0 {
+                    assert!(constant(&array.slice(0, at)), "{same} before {at}");
+                    assert!(!constant(&array.slice(at - 1, 2)), "{same} around {at}");
+                }
+            }
+        }
+        for delta in [1i128, 1 << 70] {
+            let mut values = vec![5i128; 700];
+            assert!(constant(&Decimal128Array::from(values.clone())));
+            values[600] += delta;
+            assert!(!constant(&Decimal128Array::from(values)), "{delta}");
+        }
 
         let region: ArrayRef = Arc::new(views(&[Some("East"), Some("East"), Some("West")]));
         let month: ArrayRef = Arc::new(Int32Array::from(vec![1, 1, 1]));
