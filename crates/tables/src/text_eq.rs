@@ -222,14 +222,15 @@ fn equal_views(rows: &[u128], view: u128) -> u64 {
         _mm_packs_epi32,
     };
     debug_assert!(rows.len() <= 64);
+    // SAFETY (this block and the one in the loop): SSE2 is part of every x86_64 target, so
+    // these instructions always exist. The loads read the 16 bytes of `view` and of each of
+    // the four `u128`s of `four` (`loadu` takes any alignment).
+    let target = unsafe { _mm_loadu_si128((&raw const view).cast::<__m128i>()) };
     let mut fours = rows.chunks_exact(4);
     let mut bits = 0u64;
     for (j, four) in (&mut fours).enumerate() {
-        // SAFETY: SSE2 is part of every x86_64 target, so these instructions always exist.
-        // The loads read the 16 bytes of `view` and of each of the four `u128`s of `four`
-        // (`loadu` takes any alignment).
+        // SAFETY: as above.
         let mask = unsafe {
-            let target = _mm_loadu_si128((&raw const view).cast::<__m128i>());
             let row = four.as_ptr().cast::<__m128i>();
             // Each row's four 32-bit lanes compared (-1 where equal), then narrowed with
             // signed saturation, which keeps -1 and 0: 4 bytes a row, 16 for the four.

@@ -240,21 +240,32 @@ impl InlineGroups {
         ((product as u64) ^ ((product >> 64) as u64)) as usize
     }
 
-    /// The group of `view`; a view not seen before gets `new()`.
-    #[inline]
-    fn find_or_insert(&mut self, view: u128, new: impl FnOnce() -> usize) -> usize {
+    /// Where `view` is: `Ok(its group)`, or `Err(the free slot that ends its probe)`.
+    #[inline(always)]
+    fn probe(&self, view: u128) -> Result<u32, usize> {
         let mask = self.groups.len() - 1;
+        // One length for both, so that `at & mask` needs no bounds check on either.
+        let slot_views = &self.views[..self.groups.len()];
         let mut at = Self::hash(view) & mask;
         loop {
             let group = self.groups[at];
             if group == Self::FREE {
-                break;
+                return Err(at);
             }
-            if self.views[at] == view {
-                return group as usize;
+            if slot_views[at] == view {
+                return Ok(group);
             }
             at = (at + 1) & mask;
         }
+    }
+
+    /// The group of `view`; a view not seen before gets `new()`.
+    #[inline]
+    fn find_or_insert(&mut self, view: u128, new: impl FnOnce() -> usize) -> usize {
+        let at = match self.probe(view) {
+            Ok(group) => return group as usize,
+            Err(at) => at,
+        };
         if 2 * (self.len + 1) > self.groups.len() {
             self.grow();
             return self.find_or_insert(view, new);
@@ -269,31 +280,19 @@ impl InlineGroups {
     /// Writes the groups of the rows at the front of `views` that already have one to `out`,
     /// and returns how many there were: it stops at the first value longer than [`INLINE`] or
     /// not seen before (`views.len()` when there is none). This is the loop nearly every row
-    /// takes; with the table and the output as separate borrowed slices, it keeps them in
-    /// registers (31 instructions a row, against 57 through `find_or_insert`, which reloads
+    /// takes; with the table borrowed only to read and the output a separate slice, it keeps
+    /// the table's pointers in registers (31 instructions a row, against 57 through `find_or_insert`, which reloads
     /// `self` after each store). Not inlined: on its own it has the registers to itself, and
     /// it is called again only after a new group or a long value, not for each row.
     #[inline(never)]
     fn known(&self, views: &[u128], out: &mut [usize]) -> usize {
-        let mask = self.groups.len() - 1;
-        // One length for both, so that `at & mask` needs no bounds check on either.
-        let slot_groups = &self.groups[..];
-        let slot_views = &self.views[..slot_groups.len()];
         for (row, (&view, out)) in views.iter().zip(out.iter_mut()).enumerate() {
             if (view as u32) > INLINE {
                 return row;
             }
-            let mut at = Self::hash(view) & mask;
-            loop {
-                let group = slot_groups[at];
-                if group == Self::FREE {
-                    return row;
-                }
-                if slot_views[at] == view {
-                    *out = group as usize;
-                    break;
-                }
-                at = (at + 1) & mask;
+            match self.probe(view) {
+                Ok(group) => *out = group as usize,
+                Err(_) => return row,
             }
         }
         views.len()
