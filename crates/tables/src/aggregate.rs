@@ -15,7 +15,7 @@
 use std::ops::Range;
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
-use datafusion::arrow::compute::{filter_record_batch, partition};
+use datafusion::arrow::compute::{filter_record_batch, partition, prep_null_mask_filter};
 use datafusion::arrow::datatypes::ArrowNativeType;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::config::ConfigOptions;
@@ -163,71 +163,99 @@ fn is_partition_column(plan: &Arc<dyn ExecutionPlan>, index: usize) -> bool {
     false
 }
 
-/// A partial aggregate that accumulates runs of equal keys instead of hashing each row.
-/// Output: the schema of the partial `AggregateExec` it replaces, one row per run.
+/// A partial aggregate replaced by one of ours, and whether the filter right below it is
+/// applied inside (fused): its predicate picks the rows, and only what the aggregate reads of
+/// them is used, where the filter would copy every column of every kept row.
 #[derive(Debug)]
-pub struct RunAggregateExec {
+pub(crate) struct Replaced {
     /// The partial `AggregateExec` replaced: its expressions, schema and properties.
     agg: Arc<dyn ExecutionPlan>,
-    /// Whether the aggregate's input, a `FilterExec`, is applied here: its predicate picks
-    /// the rows each run accumulates and only the aggregates' arguments are filtered, where
-    /// the filter would copy every column (the partition columns too) of every kept row.
     fused: bool,
-    metrics: ExecutionPlanMetricsSet,
 }
 
-impl RunAggregateExec {
-    /// `fused`: apply the aggregate's input filter here (see the field).
-    fn new(agg: Arc<dyn ExecutionPlan>, fused: bool) -> Result<RunAggregateExec> {
+impl Replaced {
+    pub(crate) fn new(agg: Arc<dyn ExecutionPlan>, fused: bool) -> Result<Replaced> {
         let Some(aggregate) = agg.downcast_ref::<AggregateExec>() else {
-            return internal_err!("RunAggregateExec replaces an AggregateExec");
+            return internal_err!("only an AggregateExec is replaced");
         };
         if fused && !fusable(aggregate.input()) {
-            return internal_err!("RunAggregateExec fuses only a FilterExec without a limit");
+            return internal_err!("only a FilterExec without a limit is fused");
         }
-        Ok(RunAggregateExec {
-            agg,
-            fused,
-            metrics: ExecutionPlanMetricsSet::new(),
-        })
+        Ok(Replaced { agg, fused })
     }
 
-    fn aggregate(&self) -> &AggregateExec {
+    pub(crate) fn aggregate(&self) -> &AggregateExec {
         self.agg
             .downcast_ref::<AggregateExec>()
             .expect("checked in new")
     }
 
-    /// The filter applied here, when fused.
-    fn filter(&self) -> Option<&FilterExec> {
+    pub(crate) fn properties(&self) -> &Arc<PlanProperties> {
+        self.agg.properties()
+    }
+
+    /// The filter applied inside, when fused.
+    pub(crate) fn filter(&self) -> Option<&FilterExec> {
         let filter = self.aggregate().input().downcast_ref::<FilterExec>();
         filter.filter(|_| self.fused)
     }
 
-    /// The plan this node reads: the aggregate's input, or the fused filter's.
-    fn input(&self) -> &Arc<dyn ExecutionPlan> {
+    /// The fused filter's predicate and projection, to apply to input batches.
+    pub(crate) fn fused_filter(&self) -> Option<FusedFilter> {
+        self.filter().map(|f| FusedFilter {
+            predicate: Arc::clone(f.predicate()),
+            projection: f.projection().clone(),
+        })
+    }
+
+    /// The plan read: the aggregate's input, or the fused filter's.
+    pub(crate) fn input(&self) -> &Arc<dyn ExecutionPlan> {
         match self.filter() {
             Some(filter) => filter.input(),
             None => self.aggregate().input(),
         }
     }
-}
 
-/// Whether `plan` is a filter a [`RunAggregateExec`] can apply itself: one without a limit.
-fn fusable(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    plan.downcast_ref::<FilterExec>()
-        .is_some_and(|f| f.fetch().is_none())
-}
+    pub(crate) fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        if let Some(filter) = self.filter()
+            && filter.apply_expressions(f)? == TreeNodeRecursion::Stop
+        {
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        self.agg.apply_expressions(f)
+    }
 
-impl DisplayAs for RunAggregateExec {
-    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+    /// The same replacement over new children (of the fused filter, when there is one).
+    pub(crate) fn replace_children(
+        &self,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+        options: ReplaceChildrenOptions,
+    ) -> Result<Replaced> {
+        let children = match self.filter() {
+            Some(_) => {
+                let filter = Arc::clone(self.aggregate().input());
+                vec![filter.replace_children(children, options)?]
+            }
+            None => children,
+        };
+        let agg = Arc::clone(&self.agg).replace_children(children, options)?;
+        Replaced::new(agg, self.fused)
+    }
+
+    /// `name: mode=Partial, gby=[...], aggr=[...]`, and the fused filter.
+    pub(crate) fn fmt_as(
+        &self,
+        name: &str,
+        t: DisplayFormatType,
+        f: &mut fmt::Formatter,
+    ) -> fmt::Result {
         let (keys, aggr) = keys_and_aggregates(self.aggregate());
         match t {
             DisplayFormatType::Default | DisplayFormatType::Verbose => {
-                write!(
-                    f,
-                    "RunAggregateExec: mode=Partial, gby=[{keys}], aggr=[{aggr}]"
-                )?;
+                write!(f, "{name}: mode=Partial, gby=[{keys}], aggr=[{aggr}]")?;
                 if let Some(filter) = self.filter() {
                     write!(f, ", filter={}", filter.predicate())?;
                     if let Some(p) = filter.projection() {
@@ -248,6 +276,65 @@ impl DisplayAs for RunAggregateExec {
     }
 }
 
+/// Whether `plan` is a filter an aggregate can apply itself: one without a limit.
+pub(crate) fn fusable(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.downcast_ref::<FilterExec>()
+        .is_some_and(|f| f.fetch().is_none())
+}
+
+/// A fused filter, applied to the batches of the plan below it.
+pub(crate) struct FusedFilter {
+    predicate: Arc<dyn PhysicalExpr>,
+    projection: Option<ProjectionRef>,
+}
+
+impl FusedFilter {
+    /// Which rows of `input` the filter keeps (a null is not kept, and the mask has no
+    /// nulls), and the filter's output columns for all of `input`'s rows.
+    pub(crate) fn apply(&self, input: &RecordBatch) -> Result<(BooleanArray, RecordBatch)> {
+        let keep = self
+            .predicate
+            .evaluate(input)?
+            .into_array(input.num_rows())?;
+        let Some(keep) = keep.as_any().downcast_ref::<BooleanArray>() else {
+            return internal_err!("the filter {} gave {}", self.predicate, keep.data_type());
+        };
+        let keep = match keep.null_count() {
+            0 => keep.clone(),
+            _ => prep_null_mask_filter(keep),
+        };
+        let batch = match &self.projection {
+            Some(p) => input.project(p)?,
+            None => input.clone(),
+        };
+        Ok((keep, batch))
+    }
+}
+
+/// A partial aggregate that accumulates runs of equal keys instead of hashing each row.
+/// Output: the schema of the partial `AggregateExec` it replaces, one row per run.
+#[derive(Debug)]
+pub struct RunAggregateExec {
+    inner: Replaced,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl RunAggregateExec {
+    /// `fused`: apply the aggregate's input filter here (see [`Replaced`]).
+    fn new(agg: Arc<dyn ExecutionPlan>, fused: bool) -> Result<RunAggregateExec> {
+        Ok(RunAggregateExec {
+            inner: Replaced::new(agg, fused)?,
+            metrics: ExecutionPlanMetricsSet::new(),
+        })
+    }
+}
+
+impl DisplayAs for RunAggregateExec {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        self.inner.fmt_as("RunAggregateExec", t, f)
+    }
+}
+
 impl ExecutionPlan for RunAggregateExec {
     fn name(&self) -> &'static str {
         "RunAggregateExec"
@@ -255,23 +342,18 @@ impl ExecutionPlan for RunAggregateExec {
 
     fn properties(&self) -> &Arc<PlanProperties> {
         // Same rows per partition as the partial aggregate, in the order of the input.
-        self.agg.properties()
+        self.inner.properties()
     }
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![self.input()]
+        vec![self.inner.input()]
     }
 
     fn apply_expressions(
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        if let Some(filter) = self.filter()
-            && filter.apply_expressions(f)? == TreeNodeRecursion::Stop
-        {
-            return Ok(TreeNodeRecursion::Stop);
-        }
-        self.agg.apply_expressions(f)
+        self.inner.apply_expressions(f)
     }
 
     fn replace_children(
@@ -279,15 +361,10 @@ impl ExecutionPlan for RunAggregateExec {
         children: Vec<Arc<dyn ExecutionPlan>>,
         options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let children = match self.filter() {
-            Some(_) => {
-                let filter = Arc::clone(self.aggregate().input());
-                vec![filter.replace_children(children, options)?]
-            }
-            None => children,
-        };
-        let agg = Arc::clone(&self.agg).replace_children(children, options)?;
-        Ok(Arc::new(RunAggregateExec::new(agg, self.fused)?))
+        Ok(Arc::new(RunAggregateExec {
+            inner: self.inner.replace_children(children, options)?,
+            metrics: ExecutionPlanMetricsSet::new(),
+        }))
     }
 
     #[allow(deprecated)]
@@ -306,9 +383,9 @@ impl ExecutionPlan for RunAggregateExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let agg = self.aggregate();
-        let input = self.input().execute(partition, context)?;
-        let mut runs = Runs::new(agg, self.filter())?;
+        let agg = self.inner.aggregate();
+        let input = self.inner.input().execute(partition, context)?;
+        let mut runs = Runs::new(agg, self.inner.fused_filter())?;
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let schema = agg.schema();
         // `None` marks the end of the input: the open run is closed then.
@@ -427,8 +504,8 @@ type Run = (Vec<ScalarValue>, Vec<Box<dyn Accumulator>>);
 
 /// The state of one partition's stream: the run still open and the rows of closed runs.
 struct Runs {
-    /// The fused filter's predicate and projection, on the input batches.
-    filter: Option<(Arc<dyn PhysicalExpr>, Option<ProjectionRef>)>,
+    /// The fused filter, on the input batches.
+    filter: Option<FusedFilter>,
     keys: Vec<Arc<dyn PhysicalExpr>>,
     aggs: Vec<Arc<AggregateFunctionExpr>>,
     /// The columns the aggregates' arguments read, and those arguments rewritten to read a
@@ -442,7 +519,7 @@ struct Runs {
 }
 
 impl Runs {
-    fn new(agg: &AggregateExec, filter: Option<&FilterExec>) -> Result<Runs> {
+    fn new(agg: &AggregateExec, filter: Option<FusedFilter>) -> Result<Runs> {
         let aggs = agg.aggr_expr().to_vec();
         let mut arg_columns: Vec<usize> = aggs
             .iter()
@@ -462,7 +539,7 @@ impl Runs {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Runs {
-            filter: filter.map(|f| (Arc::clone(f.predicate()), f.projection().clone())),
+            filter,
             keys: agg
                 .group_expr()
                 .expr()
@@ -485,16 +562,9 @@ impl Runs {
         }
         // With a fused filter: which rows it keeps (null is not kept), and its output columns.
         let (keep, batch) = match &self.filter {
-            Some((predicate, projection)) => {
-                let keep = predicate.evaluate(input)?.into_array(rows)?;
-                let Some(keep) = keep.as_any().downcast_ref::<BooleanArray>() else {
-                    return internal_err!("the filter {predicate} gave {}", keep.data_type());
-                };
-                let batch = match projection {
-                    Some(p) => input.project(p)?,
-                    None => input.clone(),
-                };
-                (Some(keep.clone()), batch)
+            Some(filter) => {
+                let (keep, batch) = filter.apply(input)?;
+                (Some(keep), batch)
             }
             None => (None, input.clone()),
         };

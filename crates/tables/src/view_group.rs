@@ -11,14 +11,20 @@
 //! partial aggregate's, so the final aggregate above is unchanged. It emits its groups and
 //! starts afresh past [`EMIT_AT`] groups, as a partial aggregate may, so its memory stays
 //! bounded however many groups there are.
+//!
+//! A filter right below (`WHERE status = 'COMPLETED'`) is applied inside when the aggregates
+//! ignore nulls (`COUNT`, `SUM`, `MIN`, `MAX`, `AVG` of columns): a dropped row makes no
+//! group and its values are made null, where the filter would copy the key and the values of
+//! every kept row (9% of top products' time at 10M rows).
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, RecordBatch, StringViewArray, StringViewBuilder,
+    Array, ArrayRef, AsArray, RecordBatch, StringViewArray, StringViewBuilder, make_array,
 };
+use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::internal_err;
@@ -28,7 +34,7 @@ use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
-use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::expressions::{Column, Literal};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
@@ -39,7 +45,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use crate::aggregate::{keys_and_aggregates, plain_partial, replace_aggregates};
+use crate::aggregate::{FusedFilter, Replaced, fusable, plain_partial, replace_aggregates};
 
 /// Past this many groups a partition emits its partial states and starts afresh (in tests,
 /// soon, so that they emit many times).
@@ -61,7 +67,10 @@ impl PhysicalOptimizerRule for ViewGroupAggregate {
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         replace_aggregates(plan, groups_by_one_text_column, |node| {
-            Ok(Arc::new(ViewGroupAggregateExec::new(node)?))
+            let fused = node
+                .downcast_ref::<AggregateExec>()
+                .is_some_and(|agg| fusable(agg.input()) && ignores_dropped_rows(agg));
+            Ok(Arc::new(ViewGroupAggregateExec::new(node, fused)?))
         })
     }
 
@@ -89,43 +98,44 @@ fn groups_by_one_text_column(agg: &AggregateExec) -> bool {
         }))
 }
 
+/// Whether a filter below `agg` can be applied by making the rows it drops null: every
+/// aggregate ignores nulls, is not `DISTINCT`, and reads only columns and literals, which can
+/// be read on the rows the filter drops too (`SUM(1000 / id) WHERE id <> 0` could not).
+fn ignores_dropped_rows(agg: &AggregateExec) -> bool {
+    agg.aggr_expr().iter().all(|a| {
+        NULL_IGNORING.contains(&a.fun().name())
+            && !a.is_distinct()
+            && a.expressions().iter().all(|e| {
+                e.downcast_ref::<Column>().is_some() || e.downcast_ref::<Literal>().is_some()
+            })
+    })
+}
+
+/// Aggregates whose answer is that of their arguments' non-null values (`COUNT(*)` is
+/// `count(1)`, and counts the kept rows once the others are null).
+const NULL_IGNORING: [&str; 5] = ["count", "sum", "min", "max", "avg"];
+
 /// A partial aggregate by one text column that finds groups by their views.
 /// Output: the schema of the partial `AggregateExec` it replaces.
 #[derive(Debug)]
 pub struct ViewGroupAggregateExec {
-    /// The partial `AggregateExec` replaced: its expressions, schema, input and properties.
-    agg: Arc<dyn ExecutionPlan>,
+    inner: Replaced,
     metrics: ExecutionPlanMetricsSet,
 }
 
 impl ViewGroupAggregateExec {
-    fn new(agg: Arc<dyn ExecutionPlan>) -> Result<ViewGroupAggregateExec> {
-        if agg.downcast_ref::<AggregateExec>().is_none() {
-            return internal_err!("ViewGroupAggregateExec replaces an AggregateExec");
-        }
+    /// `fused`: apply the aggregate's input filter here (see [`Replaced`]).
+    fn new(agg: Arc<dyn ExecutionPlan>, fused: bool) -> Result<ViewGroupAggregateExec> {
         Ok(ViewGroupAggregateExec {
-            agg,
+            inner: Replaced::new(agg, fused)?,
             metrics: ExecutionPlanMetricsSet::new(),
         })
-    }
-
-    fn aggregate(&self) -> &AggregateExec {
-        self.agg
-            .downcast_ref::<AggregateExec>()
-            .expect("checked in new")
     }
 }
 
 impl DisplayAs for ViewGroupAggregateExec {
     fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let (keys, aggr) = keys_and_aggregates(self.aggregate());
-        match t {
-            DisplayFormatType::Default | DisplayFormatType::Verbose => write!(
-                f,
-                "ViewGroupAggregateExec: mode=Partial, gby=[{keys}], aggr=[{aggr}]"
-            ),
-            DisplayFormatType::TreeRender => write!(f, "gby={keys}\naggr={aggr}"),
-        }
+        self.inner.fmt_as("ViewGroupAggregateExec", t, f)
     }
 }
 
@@ -135,18 +145,18 @@ impl ExecutionPlan for ViewGroupAggregateExec {
     }
 
     fn properties(&self) -> &Arc<PlanProperties> {
-        self.agg.properties()
+        self.inner.properties()
     }
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![self.aggregate().input()]
+        vec![self.inner.input()]
     }
 
     fn apply_expressions(
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        self.agg.apply_expressions(f)
+        self.inner.apply_expressions(f)
     }
 
     fn replace_children(
@@ -154,8 +164,10 @@ impl ExecutionPlan for ViewGroupAggregateExec {
         children: Vec<Arc<dyn ExecutionPlan>>,
         options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let agg = Arc::clone(&self.agg).replace_children(children, options)?;
-        Ok(Arc::new(ViewGroupAggregateExec::new(agg)?))
+        Ok(Arc::new(ViewGroupAggregateExec {
+            inner: self.inner.replace_children(children, options)?,
+            metrics: ExecutionPlanMetricsSet::new(),
+        }))
     }
 
     #[allow(deprecated)]
@@ -174,9 +186,9 @@ impl ExecutionPlan for ViewGroupAggregateExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let agg = self.aggregate();
-        let input = agg.input().execute(partition, context)?;
-        let mut groups = Groups::new(agg)?;
+        let agg = self.inner.aggregate();
+        let input = self.inner.input().execute(partition, context)?;
+        let mut groups = Groups::new(agg, self.inner.fused_filter())?;
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         // `None` marks the end of the input: the groups left are emitted then.
         let batches = input
@@ -315,6 +327,8 @@ impl InlineGroups {
 
 /// One partition's groups: their keys, where to find them, and their accumulators.
 struct Groups {
+    /// The fused filter, on the input batches.
+    filter: Option<FusedFilter>,
     key: Arc<dyn PhysicalExpr>,
     aggs: Vec<Arc<AggregateFunctionExpr>>,
     args: Vec<Vec<Arc<dyn PhysicalExpr>>>,
@@ -332,13 +346,14 @@ struct Groups {
 }
 
 impl Groups {
-    fn new(agg: &AggregateExec) -> Result<Groups> {
+    fn new(agg: &AggregateExec, filter: Option<FusedFilter>) -> Result<Groups> {
         let aggs = agg.aggr_expr().to_vec();
         let accumulators = aggs
             .iter()
             .map(|a| a.create_groups_accumulator())
             .collect::<Result<Vec<_>>>()?;
         Ok(Groups {
+            filter,
             key: Arc::clone(&agg.group_expr().expr()[0].0),
             args: aggs.iter().map(|a| a.expressions()).collect(),
             aggs,
@@ -357,18 +372,30 @@ impl Groups {
         self.count
     }
 
-    fn absorb(&mut self, batch: &RecordBatch) -> Result<()> {
-        let rows = batch.num_rows();
+    fn absorb(&mut self, input: &RecordBatch) -> Result<()> {
+        let rows = input.num_rows();
         if rows == 0 {
             return Ok(());
         }
-        let keys = self.key.evaluate(batch)?.into_array(rows)?;
+        // With a fused filter: the rows it keeps, unless it keeps them all.
+        let (keep, batch) = match &self.filter {
+            Some(filter) => {
+                let (keep, batch) = filter.apply(input)?;
+                match keep.true_count() {
+                    0 => return Ok(()),
+                    n if n == rows => (None, batch),
+                    _ => (Some(keep), batch),
+                }
+            }
+            None => (None, input.clone()),
+        };
+        let keys = self.key.evaluate(&batch)?.into_array(rows)?;
         let Some(keys) = keys.as_string_view_opt() else {
             return internal_err!("the group key {} gave {}", self.key, keys.data_type());
         };
-        // Every row's group is written below, so the indices of the last batch need no
-        // clearing.
+        // Every row's index is written below, so the last batch's need no clearing.
         self.indices.resize(rows, 0);
+        let keep = keep.map(|k| NullBuffer::new(k.values().clone()));
         if keys.null_count() == 0 {
             // Runs of rows whose groups exist, then one row that needs more (a new group or
             // a long value).
@@ -377,23 +404,46 @@ impl Groups {
             while row < rows {
                 row += self.inline.known(&views[row..], &mut self.indices[row..]);
                 if row < rows {
-                    self.indices[row] = self.group_of(keys, row);
+                    self.indices[row] = self.kept_group_of(keys, row, keep.as_ref());
                     row += 1;
                 }
             }
         } else {
             for row in 0..rows {
-                self.indices[row] = self.group_of(keys, row);
+                self.indices[row] = self.kept_group_of(keys, row, keep.as_ref());
             }
         }
         for (acc, exprs) in self.accumulators.iter_mut().zip(&self.args) {
             let values = exprs
                 .iter()
-                .map(|e| e.evaluate(batch)?.into_array(rows))
+                .map(|e| {
+                    let values = e.evaluate(&batch)?.into_array(rows)?;
+                    match &keep {
+                        Some(keep) => without(&values, keep),
+                        None => Ok(values),
+                    }
+                })
                 .collect::<Result<Vec<ArrayRef>>>()?;
             acc.update_batch(&values, &self.indices, None, self.count)?;
         }
         Ok(())
+    }
+
+    /// The group of `keys[row]` if the fused filter keeps the row (made if it is new), else
+    /// group 0. A dropped row must not make a group; group 0 exists once the batch's first
+    /// kept row has its group, and a dropped row's values are null to the accumulators.
+    /// (The loop over known views gives a dropped row its key's group when there is one,
+    /// which is as good.)
+    fn kept_group_of(
+        &mut self,
+        keys: &StringViewArray,
+        row: usize,
+        keep: Option<&NullBuffer>,
+    ) -> usize {
+        match keep {
+            Some(keep) if keep.is_null(row) => 0,
+            _ => self.group_of(keys, row),
+        }
     }
 
     /// The group of `keys[row]`, made if it is new.
@@ -447,6 +497,15 @@ impl Groups {
         self.count = 0;
         Ok(Some(RecordBatch::try_new(self.schema.clone(), columns)?))
     }
+}
+
+/// `values` with the rows `keep` drops made null: what a null-ignoring aggregate gives for
+/// the kept rows. (DataFusion's accumulators skip nulls in a tight loop over 64 rows at a
+/// time, and a filter row by row.)
+fn without(values: &ArrayRef, keep: &NullBuffer) -> Result<ArrayRef> {
+    let nulls = NullBuffer::union(values.nulls(), Some(keep));
+    let data = values.to_data().into_builder().nulls(nulls).build()?;
+    Ok(make_array(data))
 }
 
 /// The next group's number.
@@ -560,12 +619,36 @@ mod tests {
              GROUP BY k ORDER BY k",
             "SELECT k, COUNT(*) AS n FROM t WHERE k IS NOT NULL AND amount % 3 = 1 \
              GROUP BY k ORDER BY n DESC, k LIMIT 10",
+            // The filter applied inside: most `C` keys have every row dropped and must make
+            // no group; a null amount makes the predicate null, which drops the row too.
+            "SELECT COUNT(*) AS groups, SUM(n) AS rows, SUM(s) AS s, MIN(k) AS lo, MAX(k) AS hi \
+             FROM (SELECT k, COUNT(*) AS n, SUM(amount) AS s FROM t WHERE amount > 900 \
+             GROUP BY k)",
+            "SELECT k, COUNT(*) AS n, SUM(amount) AS s, COUNT(amount) AS c FROM t \
+             WHERE amount < 40 OR k = 'thirteen byte' GROUP BY k ORDER BY k NULLS FIRST",
+            "SELECT k, COUNT(*) AS n FROM t WHERE k <> 'exactly12byt' AND k NOT LIKE 'C%' \
+             GROUP BY k ORDER BY k",
+            // Every row kept, and none.
+            "SELECT COUNT(*) AS groups, SUM(n) AS rows FROM (SELECT k, COUNT(*) AS n FROM t \
+             WHERE amount IS NULL OR amount >= 0 GROUP BY k)",
+            "SELECT k, COUNT(*) AS n FROM t WHERE amount > 5000 GROUP BY k",
+            // An argument that could fail on a dropped row (division by zero): the filter
+            // stays below.
+            "SELECT k, SUM(1000 / amount) AS s FROM t WHERE amount <> 0 GROUP BY k \
+             ORDER BY k NULLS FIRST",
         ];
         for sql in queries {
             let (ours, plan) = run(&with, sql).await;
             let (theirs, _) = run(&without, sql).await;
             assert_eq!(ours, theirs, "{sql}\n{plan}");
             assert!(plan.contains("ViewGroupAggregateExec"), "{sql}\n{plan}");
+            let fused = sql.contains("WHERE") && !sql.contains("1000 / amount");
+            assert_eq!(plan.contains(", filter="), fused, "{sql}\n{plan}");
+            assert_eq!(
+                plan.contains("FilterExec"),
+                !fused && sql.contains("WHERE"),
+                "{sql}\n{plan}"
+            );
         }
         // Two keys, a key that is an expression, a key that is not text and an ordered
         // aggregate keep DataFusion's aggregate.
