@@ -14,10 +14,15 @@
 
 use std::ops::Range;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
+use datafusion::arrow::array::{
+    Array, ArrayRef, ArrowNativeTypeOp, AsArray, BooleanArray, Decimal128Array, Int64Array,
+    PrimitiveArray, RecordBatch,
+};
+use datafusion::arrow::buffer::BooleanBuffer;
 use datafusion::arrow::compute::{filter_record_batch, partition, prep_null_mask_filter};
-use datafusion::arrow::datatypes::ArrowNativeType;
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{
+    ArrowNativeType, ArrowPrimitiveType, DataType, Decimal128Type, Int64Type, SchemaRef,
+};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{ScalarValue, internal_datafusion_err, internal_err};
@@ -28,7 +33,7 @@ use datafusion::execution::TaskContext;
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
-use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::expressions::{Column, Literal};
 use datafusion::physical_expr::projection::ProjectionRef;
 use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
@@ -134,11 +139,22 @@ fn is_partition_column(plan: &Arc<dyn ExecutionPlan>, index: usize) -> bool {
             return false;
         };
         let schema = plan.schema();
-        return index < schema.fields().len()
-            && config
-                .table_partition_cols()
-                .iter()
-                .any(|f| f.name() == schema.field(index).name());
+        if index >= schema.fields().len() {
+            return false;
+        }
+        // The table column the scan gives there: a partition column itself, not an
+        // expression of one.
+        let name = match config.file_source().projection() {
+            Some(projection) => match projection.as_ref()[index].expr.downcast_ref::<Column>() {
+                Some(column) => column.name(),
+                None => return false,
+            },
+            None => schema.field(index).name(),
+        };
+        return config
+            .table_partition_cols()
+            .iter()
+            .any(|f| f.name() == name);
     }
     if let Some(filter) = plan.downcast_ref::<FilterExec>() {
         let index = match filter.projection() {
@@ -311,6 +327,14 @@ impl FusedFilter {
     }
 }
 
+/// Whether every batch of `plan` holds rows of one file: true of a file scan, which reads
+/// one file at a time and splits batches but never merges them. A partition column is then
+/// the same on every row of a batch.
+fn one_file_per_batch(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.downcast_ref::<DataSourceExec>()
+        .is_some_and(|scan| scan.data_source().is::<FileScanConfig>())
+}
+
 /// A partial aggregate that accumulates runs of equal keys instead of hashing each row.
 /// Output: the schema of the partial `AggregateExec` it replaces, one row per run.
 #[derive(Debug)]
@@ -385,7 +409,8 @@ impl ExecutionPlan for RunAggregateExec {
     ) -> Result<SendableRecordBatchStream> {
         let agg = self.inner.aggregate();
         let input = self.inner.input().execute(partition, context)?;
-        let mut runs = Runs::new(agg, self.inner.fused_filter())?;
+        let whole_batches = one_file_per_batch(self.inner.input());
+        let mut runs = Runs::new(agg, self.inner.fused_filter(), whole_batches)?;
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let schema = agg.schema();
         // `None` marks the end of the input: the open run is closed then.
@@ -499,6 +524,115 @@ fn same_pairs(words: &[u64]) -> bool {
     })
 }
 
+/// How an aggregate takes the kept rows of a run without copying them out: their partial
+/// state is computed under the filter's mask and merged, which is what the accumulator would
+/// hold after reading the kept rows.
+enum Masked {
+    /// `COUNT` of a non-null literal (`COUNT(*)`): the kept rows.
+    CountRows,
+    /// `COUNT` of the argument column at this position: its kept non-null values.
+    CountValues(usize),
+    /// `SUM` of the `Int64` or `Decimal128` argument column at this position: the wrapping
+    /// sum of its kept non-null values, as DataFusion's accumulator adds them (integer
+    /// addition in any order), as a state of this type.
+    Sum(usize, DataType),
+}
+
+impl Masked {
+    /// How `agg` takes masked rows, if it can. `columns` are the argument columns of
+    /// `input`, the aggregate's input.
+    fn of(
+        agg: &AggregateFunctionExpr,
+        columns: &[usize],
+        input: &SchemaRef,
+    ) -> Result<Option<Masked>> {
+        let (args, states) = (agg.expressions(), agg.state_fields()?);
+        let ([arg], [state]) = (args.as_slice(), states.as_slice()) else {
+            return Ok(None);
+        };
+        if agg.is_distinct() {
+            return Ok(None);
+        }
+        if let Some(literal) = arg.downcast_ref::<Literal>() {
+            let counts_rows = agg.fun().name() == "count" && !literal.value().is_null();
+            return Ok(counts_rows.then_some(Masked::CountRows));
+        }
+        let Some(column) = arg.downcast_ref::<Column>() else {
+            return Ok(None);
+        };
+        let Ok(at) = columns.binary_search(&column.index()) else {
+            return internal_err!("{column} is not an argument column");
+        };
+        let same_native = match (input.field(column.index()).data_type(), state.data_type()) {
+            (DataType::Int64, DataType::Int64) => true,
+            (DataType::Decimal128(_, s), DataType::Decimal128(_, t)) => s == t,
+            _ => false,
+        };
+        Ok(match agg.fun().name() {
+            "count" => Some(Masked::CountValues(at)),
+            "sum" if same_native => Some(Masked::Sum(at, state.data_type().clone())),
+            _ => None,
+        })
+    }
+
+    /// The state of the kept rows of `part` (the argument columns of a run), or none if the
+    /// accumulator would not change: `keep` keeps `kept` rows.
+    fn state(
+        &self,
+        part: &RecordBatch,
+        keep: &BooleanArray,
+        kept: usize,
+    ) -> Result<Option<ArrayRef>> {
+        // The kept rows that are not null in `column`.
+        let kept_values = |column: &ArrayRef| match column.logical_nulls() {
+            Some(nulls) => keep.values() & nulls.inner(),
+            None => keep.values().clone(),
+        };
+        Ok(match self {
+            Masked::CountRows => Some(Arc::new(Int64Array::from(vec![kept as i64]))),
+            Masked::CountValues(at) => {
+                let n = kept_values(part.column(*at)).count_set_bits();
+                Some(Arc::new(Int64Array::from(vec![n as i64])))
+            }
+            Masked::Sum(at, state) => {
+                let column = part.column(*at);
+                let mask = kept_values(column);
+                match state {
+                    DataType::Int64 => masked_sum(column.as_primitive::<Int64Type>(), &mask)
+                        .map(|sum| Arc::new(Int64Array::from(vec![sum])) as ArrayRef),
+                    _ => masked_sum(column.as_primitive::<Decimal128Type>(), &mask).map(|sum| {
+                        Arc::new(Decimal128Array::from(vec![sum]).with_data_type(state.clone()))
+                            as ArrayRef
+                    }),
+                }
+            }
+        })
+    }
+}
+
+/// The wrapping sum of `values` where `mask` is set, or none if it is set nowhere.
+fn masked_sum<T: ArrowPrimitiveType>(
+    values: &PrimitiveArray<T>,
+    mask: &BooleanBuffer,
+) -> Option<T::Native> {
+    if mask.count_set_bits() == 0 {
+        return None;
+    }
+    let mut sum = T::Native::ZERO;
+    for (block, bits) in values
+        .values()
+        .chunks(64)
+        .zip(mask.bit_chunks().iter_padded())
+    {
+        for (i, v) in block.iter().enumerate() {
+            if bits >> i & 1 == 1 {
+                sum = sum.add_wrapping(*v);
+            }
+        }
+    }
+    Some(sum)
+}
+
 /// A run's key values and its accumulators.
 type Run = (Vec<ScalarValue>, Vec<Box<dyn Accumulator>>);
 
@@ -512,6 +646,11 @@ struct Runs {
     /// batch of just these columns (the only ones filtered).
     arg_columns: Vec<usize>,
     args: Vec<Vec<Arc<dyn PhysicalExpr>>>,
+    /// How each aggregate takes a run's kept rows without copying them, if every one can.
+    masked: Option<Vec<Masked>>,
+    /// Whether each batch is one run, as when it comes straight from a file scan (see
+    /// [`one_file_per_batch`]): the keys are then not checked.
+    whole_batches: bool,
     schema: SchemaRef,
     open: Option<Run>,
     /// Closed runs: the key values, then every aggregate's state values.
@@ -519,7 +658,7 @@ struct Runs {
 }
 
 impl Runs {
-    fn new(agg: &AggregateExec, filter: Option<FusedFilter>) -> Result<Runs> {
+    fn new(agg: &AggregateExec, filter: Option<FusedFilter>, whole_batches: bool) -> Result<Runs> {
         let aggs = agg.aggr_expr().to_vec();
         let mut arg_columns: Vec<usize> = aggs
             .iter()
@@ -546,9 +685,14 @@ impl Runs {
                 .iter()
                 .map(|(e, _)| e.clone())
                 .collect(),
+            masked: aggs
+                .iter()
+                .map(|a| Masked::of(a, &arg_columns, &agg.input().schema()))
+                .collect::<Result<Option<Vec<_>>>>()?,
             aggs,
             arg_columns,
             args,
+            whole_batches,
             schema: agg.schema(),
             open: None,
             done: Vec::new(),
@@ -574,27 +718,18 @@ impl Runs {
             .map(|e| e.evaluate(&batch)?.into_array(rows))
             .collect::<Result<Vec<ArrayRef>>>()?;
         let values = batch.project(&self.arg_columns)?;
-        for range in runs(&keys)? {
-            let mut part = values.slice(range.start, range.len());
-            if let Some(keep) = &keep {
-                let keep = keep.slice(range.start, range.len());
-                match keep.true_count() {
-                    // No row of the run passes: no group, as after a filter.
-                    0 => continue,
-                    n if n == range.len() => {}
-                    _ => part = filter_record_batch(&part, &keep)?,
-                }
+        let ranges = match self.whole_batches {
+            true => std::iter::once(0..rows).collect(),
+            false => runs(&keys)?,
+        };
+        for range in ranges {
+            let part = values.slice(range.start, range.len());
+            let keep = keep.as_ref().map(|k| k.slice(range.start, range.len()));
+            let kept = keep.as_ref().map_or(range.len(), |k| k.true_count());
+            // No row of the run passes: no group, as after a filter.
+            if kept == 0 {
+                continue;
             }
-            let args = self
-                .args
-                .iter()
-                .map(|exprs| {
-                    exprs
-                        .iter()
-                        .map(|e| e.evaluate(&part)?.into_array(part.num_rows()))
-                        .collect::<Result<Vec<ArrayRef>>>()
-                })
-                .collect::<Result<Vec<_>>>()?;
             let key = keys
                 .iter()
                 .map(|k| ScalarValue::try_from_array(k, range.start))
@@ -609,8 +744,28 @@ impl Runs {
                 self.open = Some((key, accumulators));
             }
             let (_, accumulators) = self.open.as_mut().expect("opened above");
-            for (acc, values) in accumulators.iter_mut().zip(&args) {
-                acc.update_batch(values)?;
+            match (&keep, &self.masked) {
+                // Some rows dropped: each aggregate's state over the kept rows, merged in.
+                (Some(keep), Some(masked)) if kept < range.len() => {
+                    for (acc, how) in accumulators.iter_mut().zip(masked) {
+                        if let Some(state) = how.state(&part, keep, kept)? {
+                            acc.merge_batch(&[state])?;
+                        }
+                    }
+                }
+                _ => {
+                    let part = match &keep {
+                        Some(keep) if kept < range.len() => filter_record_batch(&part, keep)?,
+                        _ => part,
+                    };
+                    for (acc, exprs) in accumulators.iter_mut().zip(&self.args) {
+                        let values = exprs
+                            .iter()
+                            .map(|e| e.evaluate(&part)?.into_array(part.num_rows()))
+                            .collect::<Result<Vec<ArrayRef>>>()?;
+                        acc.update_batch(&values)?;
+                    }
+                }
             }
         }
         Ok(())
@@ -701,6 +856,18 @@ mod tests {
             "SELECT region, month, COUNT(*) FROM t WHERE id % 6 <> 0 \
              GROUP BY region, month ORDER BY region, month",
             "SELECT region, COUNT(*) FROM t WHERE note = 'nothing' GROUP BY region",
+            // Counts and sums of Int64 and decimal columns over the kept rows of a run,
+            // computed under the filter's mask; with MIN, or COUNT(NULL), every aggregate
+            // reads the kept rows copied out.
+            "SELECT region, month, COUNT(*), COUNT(amount), SUM(amount), SUM(id) FROM t \
+             WHERE id % 4 <> 1 GROUP BY region, month ORDER BY region, month",
+            "SELECT region, month, COUNT(*), SUM(amount), MIN(amount), COUNT(NULL) FROM t \
+             WHERE id % 4 <> 1 GROUP BY region, month ORDER BY region, month",
+            // Every kept amount null: the sum stays null.
+            "SELECT region, month, COUNT(*), SUM(amount) FROM t WHERE id % 5 = 0 \
+             GROUP BY region, month ORDER BY region, month",
+            "SELECT month, SUM(amount), COUNT(amount) FROM t WHERE amount > 0 OR id % 5 = 0 \
+             GROUP BY month ORDER BY month",
         ];
         let others = [
             "SELECT region, note, COUNT(*) FROM t GROUP BY region, note ORDER BY region, note",
