@@ -5,12 +5,13 @@
 //! `AggregateExec` still converts each row's keys to its row format and hashes them: on 9M
 //! rows of the 10M benchmark lake that is most of the query's time. [`PartitionRunAggregate`]
 //! replaces such a partial aggregate with [`RunAggregateExec`], which finds the runs of equal
-//! keys in each batch (a batch read from one file is one run, seen from its raw values; a
-//! batch the filter merged from two files is split by comparison) and feeds each run to plain
-//! accumulators, emitting one state row per run. The final aggregate above merges those rows
-//! as it merges any partial output, so the answer is the same; only the hashing is gone. A
-//! filter right below (`WHERE status = 'COMPLETED'`) is applied inside, so that only the
-//! aggregates' arguments of the kept rows are copied.
+//! keys in each batch (a batch straight from the scan is one file's, so one run; another is
+//! one run if its raw values show it, and a batch the filter merged from two files is split
+//! by comparison) and feeds each run to plain accumulators, emitting one state row per run.
+//! The final aggregate above merges those rows as it merges any partial output, so the answer
+//! is the same; only the hashing is gone. A filter right below (`WHERE status =
+//! 'COMPLETED'`) is applied inside: `COUNT` and integer `SUM`s are taken under its mask, and
+//! other aggregates read copies of their arguments' kept rows only.
 
 use std::ops::Range;
 
