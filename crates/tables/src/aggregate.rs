@@ -109,7 +109,7 @@ pub(crate) fn plain_partial(agg: &AggregateExec) -> bool {
 }
 
 /// A partial aggregate's keys (`expr as name`) and aggregates, as its replacements show them.
-pub(crate) fn keys_and_aggregates(agg: &AggregateExec) -> (String, String) {
+fn keys_and_aggregates(agg: &AggregateExec) -> (String, String) {
     let keys: Vec<String> = agg
         .group_expr()
         .expr()
@@ -212,7 +212,7 @@ impl Replaced {
     }
 
     /// The filter applied inside, when fused.
-    pub(crate) fn filter(&self) -> Option<&FilterExec> {
+    fn filter(&self) -> Option<&FilterExec> {
         let filter = self.aggregate().input().downcast_ref::<FilterExec>();
         filter.filter(|_| self.fused)
     }
