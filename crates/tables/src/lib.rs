@@ -54,7 +54,8 @@ pub use view_group::{ViewGroupAggregate, ViewGroupAggregateExec};
 /// functions:
 /// - [`PartitionRunAggregate`] (physical): grouping by partition columns without hashing rows;
 /// - [`InlineTextEquality`] (physical): comparing text with a short literal by its views;
-/// - [`ViewGroupAggregate`] (physical): grouping by one text column by its views;
+/// - [`ViewGroupAggregate`] (physical): grouping by one text column by its views, or by one
+///   bucketing `CASE` by indexing its numbers;
 /// - [`CaseGroupLabels`] (logical): grouping by a bucketing `CASE` on the buckets' numbers;
 /// - [`FastDatePart`]: `date_part` and `EXTRACT` ([`FastExtract`]) on dates without chrono.
 pub fn session(
