@@ -11,14 +11,19 @@ revenue, refund rate by month, top 10 customers) run on `fact_sales` twice:
   partition values (region, year, month) as columns;
 - in shoplake, through its CLI: `shoplake --lake LAKE sql --format json QUERY`, one process per
   query (start-up and opening the lake included), and inside one `shoplake sql` session (its
-  prompt reads the queries from stdin and reports each one's time, "N rows in S s"), which
+  prompt reads statements from stdin and reports each one's time, "N rows in T ms"), which
   leaves the start-up out.
 
-Each timing is the best of --runs runs after one warm-up run. The results must agree exactly:
-every sum of money is cast to text in the SQL, so decimals are compared as written. It prints
-a table (query, DuckDB ms, shoplake ms in the session, ratio, shoplake CLI ms, the CLI's ratio)
-and exits 0 when every result agrees, 1 when one does not (the differences go to stderr), 2 on
-a usage or runtime error. See bench/README.md.
+DuckDB and the session take turns: after a warm-up run of the query in each, every timed run of
+DuckDB is paired with one in the session, right before or after it (the order alternates), so
+both engines are timed under the same load on the machine; a drift in its speed over the
+minutes of a benchmark no longer lands on one engine only. Each timing is the best of --runs
+runs; the median of the pairs' ratios is printed too, as a measure of the spread. The results
+must agree exactly: every sum of money is cast to text in the SQL, so decimals are compared as
+written. It prints a table (query, DuckDB ms, shoplake ms in the session, ratio of the bests,
+median ratio, shoplake CLI ms, the CLI's ratio) and exits 0 when every result agrees, 1 when
+one does not (the differences go to stderr), 2 on a usage or runtime error. See
+bench/README.md.
 """
 
 from __future__ import annotations
@@ -260,28 +265,69 @@ def cli_rows(bin_path: str, lake: Path, sql: str) -> list[list]:
     return [list(r.values()) for r in json.loads(out)] if out else []
 
 
-TIMING_LINE = re.compile(r"^(\d+) rows? in ([0-9.]+)s$")
+# The prompt's report after each statement: "N rows in 12.3 ms", or "in 1.23 s" past a second
+# (builds before 2026-11-23 wrote "in 0.012s").
+TIMING_LINE = re.compile(r"^(\d+) rows? in ([0-9.]+) ?(ms|s)$")
 
 
-def session_times(bin_path: str, lake: Path, queries: list[str], runs: int) -> list[float]:
-    """Best in-process seconds of each query, from one `shoplake sql` session that runs each
-    one 1 + runs times and reports "N rows in S s" for each statement on stderr."""
-    script = "".join(f"{one_line(q)};\n" * (1 + runs) for q in queries)
-    proc = subprocess.run([bin_path, "--lake", str(lake), "-q", "sql"], input=script,
-                          capture_output=True, text=True)
-    lines = [ln.strip() for ln in proc.stderr.splitlines()
-             if TIMING_LINE.match(ln.strip()) or ln.strip().startswith("error:")]
-    if proc.returncode != 0 or len(lines) != len(queries) * (1 + runs):
-        raise Usage("the `shoplake sql` session did not report one timing per statement "
-                    f"(exit {proc.returncode}); its stderr:\n{proc.stderr.strip()[-2000:]}")
-    best = []
-    for i, q in enumerate(queries):
-        mine = lines[i * (1 + runs):(i + 1) * (1 + runs)]
-        errors = [ln for ln in mine if ln.startswith("error:")]
-        if errors:
-            raise Usage(f"shoplake sql failed on: {one_line(q)}\n{errors[0]}")
-        best.append(min(float(TIMING_LINE.match(ln).group(2)) for ln in mine[1:]))
-    return best
+class Session:
+    """One `shoplake sql` process, fed one statement at a time on stdin; each statement's time
+    is the one its prompt reports on stderr. Results go to /dev/null."""
+
+    def __init__(self, bin_path: str, lake: Path):
+        self.proc = subprocess.Popen(
+            [bin_path, "--lake", str(lake), "-q", "sql"], stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, bufsize=1)
+        self.seen: list[str] = []
+
+    def time(self, sql: str) -> float:
+        """Seconds the session reports for `sql`."""
+        try:
+            self.proc.stdin.write(f"{one_line(sql)};\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # the process has ended: reading stderr below says how
+        for line in self.proc.stderr:
+            line = line.strip()
+            self.seen.append(line)
+            if line.startswith("error:"):
+                raise Usage(f"shoplake sql failed on: {one_line(sql)}\n{line}")
+            m = TIMING_LINE.match(line)
+            if m:
+                return float(m.group(2)) / (1000 if m.group(3) == "ms" else 1)
+        code = self.proc.wait()
+        raise Usage(f"the `shoplake sql` session ended (exit {code}) before reporting a time "
+                    f"for: {one_line(sql)}; its stderr:\n" + "\n".join(self.seen[-20:]))
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write("\\q\n")
+                self.proc.stdin.close()
+            except BrokenPipeError:
+                pass
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def paired(runs: int, duckdb_run, session_run) -> tuple[float, float, float]:
+    """(DuckDB's best seconds, the session's best, the median of the pairs' ratios) over `runs`
+    pairs of runs after one warm-up of each; who goes first alternates."""
+    duckdb_run()
+    session_run()
+    d, s = [], []
+    for r in range(runs):
+        for engine in ((0, 1) if r % 2 == 0 else (1, 0)):
+            if engine == 0:
+                t = time.perf_counter()
+                duckdb_run()
+                d.append(time.perf_counter() - t)
+            else:
+                s.append(session_run())
+    ratios = sorted(b / a for a, b in zip(d, s))
+    return min(d), min(s), ratios[len(ratios) // 2]
 
 
 def same(a: list[list], b: list[list]) -> list[str]:
@@ -338,18 +384,24 @@ def main(argv=None) -> int:
         n_files = create_view(con, lake)
 
         names = list(QUERIES)
-        sqls = [QUERIES[n] for n in names]
-        session = session_times(bin_path, lake, sqls + [TRIVIAL], args.runs)
-        trivial_cli, _ = best_of(args.runs, lambda: cli_rows(bin_path, lake, TRIVIAL))
-        rows, problems = [], []
-        for name, sql, in_session in zip(names, sqls, session):
-            d_s, d_rows = best_of(args.runs, lambda: duckdb_rows(con, sql))
-            c_s, c_rows = best_of(args.runs, lambda: cli_rows(bin_path, lake, sql))
-            diffs = same(d_rows, c_rows)
-            problems += [f"{name}: {d}" for d in diffs]
-            rows.append({"query": name, "duckdb_ms": d_s * 1000, "shoplake_ms": in_session * 1000,
-                         "shoplake_cli_ms": c_s * 1000, "rows": len(d_rows),
-                         "agree": not diffs})
+        session = Session(bin_path, lake)
+        try:
+            trivial_session = min(session.time(TRIVIAL) for _ in range(1 + args.runs))
+            trivial_cli, _ = best_of(args.runs, lambda: cli_rows(bin_path, lake, TRIVIAL))
+            rows, problems = [], []
+            for name in names:
+                sql = QUERIES[name]
+                d_s, s_s, median = paired(args.runs, lambda: duckdb_rows(con, sql),
+                                          lambda: session.time(sql))
+                d_rows = duckdb_rows(con, sql)
+                c_s, c_rows = best_of(args.runs, lambda: cli_rows(bin_path, lake, sql))
+                diffs = same(d_rows, c_rows)
+                problems += [f"{name}: {d}" for d in diffs]
+                rows.append({"query": name, "duckdb_ms": d_s * 1000, "shoplake_ms": s_s * 1000,
+                             "median_ratio": median, "shoplake_cli_ms": c_s * 1000,
+                             "rows": len(d_rows), "agree": not diffs})
+        finally:
+            session.close()
     except Usage as e:
         sys.stderr.write(f"dashboard_queries.py: {e}\n")
         return 2
@@ -362,22 +414,24 @@ def main(argv=None) -> int:
     print(f"lake: {lake}  ({TABLE}: {n_files} Parquet files in the Delta log)")
     print(f"DuckDB {duckdb.__version__}, {args.threads} threads; shoplake: {bin_path}; "
           f"best of {args.runs} runs after a warm-up")
-    print(f"{'query':<26}{'duckdb ms':>11}{'shoplake ms':>13}{'ratio':>7}"
+    print(f"{'query':<26}{'duckdb ms':>11}{'shoplake ms':>13}{'ratio':>7}{'median':>8}"
           f"{'CLI ms':>9}{'CLI ratio':>11}  result")
     for r in rows:
         print(f"{r['query']:<26}{r['duckdb_ms']:>11.1f}{r['shoplake_ms']:>13.1f}"
-              f"{r['shoplake_ms'] / r['duckdb_ms']:>6.2f}x{r['shoplake_cli_ms']:>9.1f}"
-              f"{r['shoplake_cli_ms'] / r['duckdb_ms']:>10.2f}x  "
+              f"{r['shoplake_ms'] / r['duckdb_ms']:>6.2f}x{r['median_ratio']:>7.2f}x"
+              f"{r['shoplake_cli_ms']:>9.1f}{r['shoplake_cli_ms'] / r['duckdb_ms']:>10.2f}x  "
               f"{'agree' if r['agree'] else 'DIFFER'} ({r['rows']} rows)")
-    print(f"{'SELECT 1 (start-up)':<26}{'':>11}{session[-1] * 1000:>13.1f}{'':>7}"
+    print(f"{'SELECT 1 (start-up)':<26}{'':>11}{trivial_session * 1000:>13.1f}{'':>15}"
           f"{trivial_cli * 1000:>9.1f}")
-    print("shoplake ms: inside one `shoplake sql` session (1 ms resolution); CLI ms: one "
-          "`shoplake sql --format json` process per query, start-up and lake opening included.")
+    print("ratio: best against best; median: of the ratios of the runs paired in time. shoplake "
+          "ms: inside one `shoplake sql` session; CLI ms: one `shoplake sql --format json` "
+          "process per query, start-up and lake opening included.")
     if args.json:
         args.json.write_text(json.dumps({
             "lake": str(lake), "files": n_files, "runs": args.runs, "threads": args.threads,
             "duckdb_version": duckdb.__version__, "queries": rows,
-            "select_1": {"shoplake_ms": session[-1] * 1000, "shoplake_cli_ms": trivial_cli * 1000},
+            "select_1": {"shoplake_ms": trivial_session * 1000,
+                         "shoplake_cli_ms": trivial_cli * 1000},
             "agree": not problems}, indent=2) + "\n")
     if problems:
         sys.stderr.write(f"MISMATCH: DuckDB and shoplake disagree ({len(problems)}):\n")

@@ -620,13 +620,24 @@ async fn repl(q: &LakeQuery) -> Result<()> {
             Ok(b) => {
                 output::write(&b, Format::Table, None)?;
                 let rows: usize = b.iter().map(|b| b.num_rows()).sum();
-                eprintln!("{rows} rows in {:.3}s", started.elapsed().as_secs_f64());
+                eprintln!("{rows} rows in {}", elapsed(started.elapsed()));
             }
             Err(e) => eprintln!("error: {e:#}"),
         }
         buffer.clear();
     }
     Ok(())
+}
+
+/// A statement's time for the prompt: milliseconds to a tenth below a second (a dashboard
+/// query on a small lake takes a few), seconds to a hundredth above.
+fn elapsed(time: std::time::Duration) -> String {
+    let seconds = time.as_secs_f64();
+    if seconds < 1.0 {
+        format!("{:.1} ms", seconds * 1000.0)
+    } else {
+        format!("{seconds:.2} s")
+    }
 }
 
 async fn tables(app: &App) -> Result<ExitCode> {

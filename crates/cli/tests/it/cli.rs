@@ -99,6 +99,47 @@ fn demo_then_every_command() {
     let files = run(shoplake(&lake).arg("files"));
     assert!(files.contains("loaded"), "{files}");
 
+    // The prompt reads statements from stdin (one may span lines), prints each result and
+    // reports its rows and time on stderr; an error does not end the session. (The benchmark
+    // of the dashboard queries reads these lines.)
+    let mut prompt = shoplake(&lake)
+        .arg("sql")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        prompt.stdin.as_mut().unwrap(),
+        b"SELECT COUNT(*) AS n\nFROM fact_sales;\nSELECT * FROM fact_sale;\n\
+          SELECT region FROM fact_sales GROUP BY region;\n\\q\n",
+    )
+    .unwrap();
+    let out = prompt.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains(&n.to_string()), "{stdout}");
+    let reports: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains(" rows in ") || l.starts_with("error:"))
+        .collect();
+    assert_eq!(reports.len(), 3, "{stderr}");
+    // "N rows in T ms": the rows and the time, in milliseconds below a second.
+    let rows_of = |line: &str| -> usize {
+        let (rows, time) = line.split_once(" rows in ").unwrap_or(("", ""));
+        let ms: Option<f64> = time.strip_suffix(" ms").and_then(|t| t.parse().ok());
+        assert!(ms.is_some_and(|ms| ms < 1000.0), "{line:?}");
+        rows.parse().unwrap()
+    };
+    assert_eq!(rows_of(reports[0]), 1);
+    assert!(reports[1].contains("fact_sale"), "{}", reports[1]);
+    let regions = ["North", "South", "East", "West", "Central"];
+    let shown = regions.iter().filter(|r| stdout.contains(*r)).count();
+    assert_eq!(rows_of(reports[2]), shown, "{stdout}");
+
     // Mistakes get clear messages.
     let bad = shoplake(&lake)
         .args(["sql", "SELECT * FROM fact_sale"])
