@@ -36,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import deque
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -278,7 +279,8 @@ class Session:
         self.proc = subprocess.Popen(
             [bin_path, "--lake", str(lake), "-q", "sql"], stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, bufsize=1)
-        self.seen: list[str] = []
+        # The last lines of its stderr, for the message when it ends early.
+        self.seen: deque[str] = deque(maxlen=20)
 
     def time(self, sql: str) -> float:
         """Seconds the session reports for `sql`."""
@@ -297,7 +299,7 @@ class Session:
                 return float(m.group(2)) / (1000 if m.group(3) == "ms" else 1)
         code = self.proc.wait()
         raise Usage(f"the `shoplake sql` session ended (exit {code}) before reporting a time "
-                    f"for: {one_line(sql)}; its stderr:\n" + "\n".join(self.seen[-20:]))
+                    f"for: {one_line(sql)}; its stderr:\n" + "\n".join(self.seen))
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -312,22 +314,29 @@ class Session:
                 self.proc.kill()
 
 
-def paired(runs: int, duckdb_run, session_run) -> tuple[float, float, float]:
-    """(DuckDB's best seconds, the session's best, the median of the pairs' ratios) over `runs`
-    pairs of runs after one warm-up of each; who goes first alternates."""
-    duckdb_run()
+def paired(runs: int, duckdb_run, session_run) -> tuple[float, float, float, list]:
+    """(DuckDB's best seconds, the session's best, the median of the pairs' ratios, DuckDB's
+    last result) over `runs` pairs of runs after one warm-up of each; who goes first
+    alternates."""
+    def duckdb_time() -> tuple[float, list]:
+        t = time.perf_counter()
+        result = duckdb_run()
+        return time.perf_counter() - t, result
+
+    _, result = duckdb_time()
     session_run()
-    d, s = [], []
+    pairs = []
     for r in range(runs):
-        for engine in ((0, 1) if r % 2 == 0 else (1, 0)):
-            if engine == 0:
-                t = time.perf_counter()
-                duckdb_run()
-                d.append(time.perf_counter() - t)
-            else:
-                s.append(session_run())
-    ratios = sorted(b / a for a, b in zip(d, s))
-    return min(d), min(s), ratios[len(ratios) // 2]
+        if r % 2 == 0:
+            d, result = duckdb_time()
+            s = session_run()
+        else:
+            s = session_run()
+            d, result = duckdb_time()
+        pairs.append((d, s))
+    ratios = sorted(s / d for d, s in pairs)
+    return (min(d for d, _ in pairs), min(s for _, s in pairs), ratios[len(ratios) // 2],
+            result)
 
 
 def same(a: list[list], b: list[list]) -> list[str]:
@@ -391,9 +400,8 @@ def main(argv=None) -> int:
             rows, problems = [], []
             for name in names:
                 sql = QUERIES[name]
-                d_s, s_s, median = paired(args.runs, lambda: duckdb_rows(con, sql),
-                                          lambda: session.time(sql))
-                d_rows = duckdb_rows(con, sql)
+                d_s, s_s, median, d_rows = paired(args.runs, lambda: duckdb_rows(con, sql),
+                                                  lambda: session.time(sql))
                 c_s, c_rows = best_of(args.runs, lambda: cli_rows(bin_path, lake, sql))
                 diffs = same(d_rows, c_rows)
                 problems += [f"{name}: {d}" for d in diffs]
